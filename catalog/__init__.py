@@ -16,7 +16,15 @@ Typical use by the ingest pipeline, one transaction per run::
 Other packages add tables on :class:`Base` (see ``catalog/_db.py``).
 """
 
-from catalog._db import MODEL_MODULES, Base, UTCDateTime, load_models, migrate, open_catalog
+from catalog._db import (
+    MODEL_MODULES,
+    Base,
+    UTCDateTime,
+    load_models,
+    migrate,
+    open_catalog,
+    session_scope,
+)
 from catalog._errors import CatalogError, DatasetNotFound
 from catalog._lineage import (
     FILE_NAMESPACE,
@@ -101,6 +109,7 @@ __all__ = [
     "new_run_id",
     "open_catalog",
     "record_lineage",
+    "session_scope",
     "set_published",
     "table_dataset",
     "upsert_dataset",

@@ -16,6 +16,8 @@ writer). Production: PostgreSQL through the same URL setting (``GOVDX_CATALOG_UR
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -212,3 +214,30 @@ def migrate(url: str | Engine) -> None:
     finally:
         if own:
             engine.dispose()
+
+
+_MIGRATED: set[str] = set()
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """One catalog transaction: migrate (once per process and URL), then commit or roll back.
+
+    Args:
+        url: SQLAlchemy URL of the catalog DB.
+
+    Yields:
+        A ``Session``; committed when the block ends normally, rolled back if it raises.
+
+    Raises:
+        CatalogError: the migration failed.
+    """
+    if url not in _MIGRATED:
+        migrate(url)
+        _MIGRATED.add(url)
+    factory = open_catalog(url)
+    try:
+        with factory.begin() as session:
+            yield session
+    finally:
+        factory.kw["bind"].dispose()

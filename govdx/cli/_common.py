@@ -1,0 +1,40 @@
+"""Shared helpers of the CLI commands: settings, catalog sessions, output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from govdx import GovdxError, Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def get_settings() -> Settings:
+    """The deployment's settings from ``GOVDX_*`` environment variables."""
+    return Settings()
+
+
+def catalog_session(settings: Settings):
+    """A migrated catalog session in one transaction (commit on success, rollback on error)."""
+    import catalog
+
+    return catalog.session_scope(settings.catalog_db_url)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as JSON (UTF-8, Chinese kept readable) to stdout."""
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def fail(exc: BaseException | str, code: int = 1) -> None:
+    """Print an error for people and exit non-zero."""
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+__all__ = ["GovdxError", "catalog_session", "console", "err_console", "fail", "get_settings", "print_json"]

@@ -1,0 +1,113 @@
+"""``govdx demo``: the main job on the embedded default — the 信易贷 (credit loans) scenario.
+
+Generates seeded department files (market regulation, tax in GBK, social insurance as XLSX with
+a title row) and the bank's applicant list (kept out of the lakehouse, for the requester side),
+then ingests them and the shipped public reference files through their Airflow DAGs, and prints
+the catalog, versions, quarantine counts and lineage.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from govdx import GovdxError
+from govdx.cli._common import catalog_session, console, fail, get_settings, print_json
+
+
+def public_contracts() -> list[Path]:
+    """Contracts of the shipped public reference files (govdx/demo/contracts/public)."""
+    folder = Path(str(resources.files("govdx.demo") / "contracts" / "public"))
+    return sorted(folder.glob("*.yaml"))
+
+
+def demo_command(
+    rows: Annotated[int, typer.Option(help="Enterprises in the registry (the largest file).")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data generator.")] = 20261129,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Where generated files go (default $GOVDX_HOME/demo).")
+    ] = None,
+    airflow: Annotated[
+        bool, typer.Option("--airflow/--no-airflow", help="Run each ingest through Airflow.")
+    ] = True,
+    public: Annotated[
+        bool, typer.Option("--public/--no-public", help="Also ingest the public reference files.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build and ingest the credit-loan (信易贷) demo end to end.
+
+    Example: govdx demo --rows 20000
+    """
+    from govdx.cli._ingest import register_contract, run_ingest
+    from govdx.demo import write_credit_demo
+
+    settings = get_settings()
+    settings.ensure_home()
+    workdir = (workdir or settings.home / "demo").resolve()
+    try:
+        if not as_json:
+            console.print(f"[bold]govdx demo[/] — home {settings.home}, {rows:,} enterprises")
+        files, contracts = write_credit_demo(workdir, rows=rows, seed=seed)
+        if not as_json:
+            console.print(f"  generated department files in {workdir / 'data'}; bank applicant "
+                          f"list (requester side, not ingested): {files.bank_applicants}")
+        if public:
+            contracts = [*contracts, *public_contracts()]
+        outcomes = []
+        for c in contracts:
+            path = register_contract(c, settings=settings)
+            outcomes.append(run_ingest(path, settings=settings, airflow=airflow, quiet=as_json))
+    except GovdxError as exc:
+        fail(exc)
+        return
+    summary = catalog_summary(settings)
+    failed = [o for o in outcomes if o["state"] != "success"]
+    if as_json:
+        print_json({"ingests": outcomes, "catalog": summary})
+    else:
+        print_summary(summary)
+    if failed:
+        fail(f"{len(failed)} ingest(s) failed: " + "; ".join(f"{o['dataset']}: {o['error']}" for o in failed))
+
+
+def catalog_summary(settings) -> list[dict]:
+    """Per dataset: entry, current version, rows, quarantined rows, lineage upstream."""
+    import catalog
+
+    out = []
+    with catalog_session(settings) as s:
+        for ds in catalog.list_datasets(session=s):
+            v = catalog.current_version(session=s, code=ds.code)
+            graph = catalog.lineage_graph(session=s, code=ds.code)
+            out.append(
+                {
+                    "code": ds.code,
+                    "title": ds.title,
+                    "department": ds.department_code,
+                    "share_type": ds.share_type,
+                    "grade": ds.grade,
+                    "version": v.delta_version if v else None,
+                    "rows": v.row_count if v else 0,
+                    "quarantined": v.quarantined_count if v else 0,
+                    "upstream": [u["name"] if isinstance(u, dict) else str(u) for u in graph.upstream],
+                }
+            )
+    return out
+
+
+def print_summary(summary: list[dict]) -> None:
+    t = Table(title="catalog (政务信息资源目录) after the demo")
+    for col in ("code", "title", "dept", "share", "grade", "version", "rows", "quarantined", "lineage ←"):
+        t.add_column(col)
+    for d in summary:
+        t.add_row(d["code"], d["title"], d["department"], d["share_type"], d["grade"],
+                  str(d["version"]), f"{d['rows']:,}", f"{d['quarantined']:,}",
+                  ", ".join(u.split("/")[0] + "/" + u.split("/")[-1][:10] + "…" for u in d["upstream"])[:60])
+    console.print(t)
+    console.print("Next: [cyan]govdx catalog show SCJG-0001[/], [cyan]govdx quarantine show "
+                  "SCJG-0001[/], [cyan]govdx lineage show SCJG-0001[/]")

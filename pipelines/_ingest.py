@@ -1,0 +1,296 @@
+"""The ingest pipeline's tasks as plain functions: land → transform → commit → register.
+
+Each function is one Airflow task of the DAG factory (``pipelines.dags``) and takes and returns
+JSON-ready dicts (Airflow XCom); :func:`ingest` runs the four in a row without Airflow (tests,
+benchmarks). Data between tasks travels through the run's staging folder as Parquet that is
+already protected (sensitive columns encrypted), never through XCom.
+
+Guarantees, whatever fails:
+- the raw file stays landed (encrypted, named by SM3 digest);
+- the previous table version stays current: the catalog's current version moves only in the
+  register task's single transaction, after the Delta commit;
+- quarantined rows are kept with their reasons, keyed by lineage run id;
+- a failed run leaves exactly one trace in the catalog: its OpenLineage FAIL event.
+Ingesting the same bytes again is a no-op: no new Delta version, no new catalog version.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import catalog
+from govdx import Contract, Settings, load_contract
+from pipelines._cast import cast_table
+from pipelines._errors import IngestError
+from pipelines._lakehouse import Lakehouse
+from pipelines._land import LandedFile, land, read_landed
+from pipelines._parse import map_columns, read_source
+from pipelines._progress import report
+from pipelines._protect import protect, protect_rejects
+from pipelines._validate import ROW, quality_gate, validate
+from privacy import Keyring, keyring_from_settings
+
+LANDING_NS = catalog.LANDING_NAMESPACE
+LAKEHOUSE_NS = catalog.LAKEHOUSE_NAMESPACE
+new_run_id = catalog.new_run_id
+JOB_PREFIX = "ingest."
+
+
+def lakehouse_of(settings: Settings) -> Lakehouse:
+    return Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
+
+
+# --- lineage -----------------------------------------------------------------------------------
+def _lineage_datasets(contract: Contract, source_name: str, digest: str | None):
+    raw_fields = [(c, "string", None) for f in contract.fields for c in f.source_candidates()[:1]]
+    raw = catalog.LineageDataset(
+        namespace=LANDING_NS,
+        name=f"{contract.code}/{digest or source_name}",
+        fields=raw_fields,
+    )
+    col_lineage = {
+        f.name: [(LANDING_NS, raw.name, f.source_candidates()[0])] for f in contract.fields
+    }
+    out = catalog.LineageDataset(
+        namespace=LAKEHOUSE_NS,
+        name=contract.name,
+        fields=[(f.name, f.type.value, f.title) for f in contract.fields],
+        column_lineage=col_lineage,
+    )
+    return [raw], [out]
+
+
+def emit_lineage(
+    settings: Settings,
+    contract: Contract,
+    *,
+    event_type: str,
+    run_id: str,
+    source_name: str,
+    digest: str | None,
+    error: str | None = None,
+    session: Any | None = None,
+) -> None:
+    """Store an OpenLineage RunEvent of this ingest in the catalog (and post it if configured).
+
+    With ``session`` the event joins the caller's transaction; else it commits on its own.
+    """
+    inputs, outputs = _lineage_datasets(contract, source_name, digest)
+    event = catalog.build_run_event(
+        event_type=event_type,
+        run_id=run_id,
+        job_name=JOB_PREFIX + contract.name,
+        inputs=inputs,
+        outputs=outputs,
+        error_message=error,
+    )
+    if session is not None:
+        catalog.record_lineage(session=session, event=event)
+    else:
+        with catalog.session_scope(settings.catalog_db_url) as s:
+            catalog.record_lineage(session=s, event=event)
+    catalog.LineageEmitter(settings.openlineage_url).emit(event)
+
+
+def record_failure(settings: Settings, contract_path: str, run_id: str, exc: BaseException) -> None:
+    """Record the FAIL lineage event of a run; never raises (the original error matters)."""
+    try:
+        contract = load_contract(contract_path)
+        emit_lineage(
+            settings,
+            contract,
+            event_type="FAIL",
+            run_id=run_id,
+            source_name=Path(contract.source.path).name,
+            digest=None,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+    except Exception as inner:  # pragma: no cover - best effort
+        report("lineage", f"could not record the FAIL event: {inner}")
+
+
+# --- tasks -------------------------------------------------------------------------------------
+def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
+    """Task 1: emit START, land the raw file, and say whether its bytes are already committed.
+
+    Returns:
+        ``{"run_id", "landed": LandedFile dict, "already_committed": bool,
+        "current_version": int | None}``.
+    """
+    settings.ensure_home()
+    contract = load_contract(contract_path)
+    source = contract.source_path()
+    emit_lineage(
+        settings, contract, event_type="START", run_id=run_id, source_name=source.name, digest=None
+    )
+    keyring = keyring_from_settings(settings)
+    landed = land(source, dataset_code=contract.code, landing_dir=settings.landing_dir, keyring=keyring)
+    report("land", f"{source.name}: {landed.size_bytes:,} bytes, SM3 {landed.digest[:12]}…"
+           + ("" if landed.newly_landed else " (already landed)"))
+    with catalog.session_scope(settings.catalog_db_url) as s:
+        existing = catalog.version_by_digest(session=s, code=contract.code, source_digest=landed.digest)
+        current = catalog.current_version(session=s, code=contract.code) if existing else None
+    already = existing is not None
+    if already:
+        report("land", f"these bytes are already version {existing.delta_version}: nothing to do")
+    return {
+        "run_id": run_id,
+        "landed": landed.to_dict(),
+        "already_committed": already,
+        "current_version": current.delta_version if current else None,
+    }
+
+
+def transform(data: bytes, contract: Contract, *, file: str, keyring: Keyring, run_id: str,
+              digest: str) -> tuple[pa.Table, pa.Table, dict]:
+    """Parse, cast, validate and protect one file's bytes (pure: no writes).
+
+    Returns:
+        ``(protected table, quarantine rows, counts)`` where counts holds ``rows_in``,
+        ``rows_passed``, ``rows_quarantined``, ``pass_rate`` and ``encoding``.
+    """
+    t0 = time.perf_counter()
+    raw = read_source(Path(file), contract.source, data=data)
+    mapped = map_columns(raw.table, contract, file=file)
+    cast = cast_table(mapped, contract)
+    prior = pa.concat_tables([raw.rejects.select([ROW, "field", "value", "reason"]),
+                              cast.rejects.select([ROW, "field", "value", "reason"])])
+    result = validate(cast.table, contract, rows_in=raw.rows_in, prior_rejects=prior)
+    report("transform", f"{raw.rows_in:,} rows read ({raw.encoding}), "
+           f"{result.passed.num_rows:,} passed, {result.rows_quarantined:,} quarantined "
+           f"in {time.perf_counter() - t0:.1f}s")
+    quarantine = protect_rejects(result.rejects, contract, keyring=keyring, run_id=run_id,
+                                 digest=digest)
+    counts = {
+        "rows_in": result.rows_in,
+        "rows_passed": result.passed.num_rows,
+        "rows_quarantined": result.rows_quarantined,
+        "pass_rate": result.pass_rate,
+        "encoding": raw.encoding,
+    }
+    gate_error = None
+    try:
+        quality_gate(result, contract, file=file)
+    except IngestError as exc:
+        gate_error = exc
+    protected = protect(result.passed, contract, keyring=keyring) if gate_error is None else None
+    counts["gate_error"] = str(gate_error) if gate_error else None
+    return protected, quarantine, counts
+
+
+def task_transform(contract_path: str, landed: dict, *, settings: Settings, run_id: str) -> dict:
+    """Task 2: read the landed bytes, transform, store quarantine rows, stage the protected table.
+
+    Raises:
+        QualityGateError: pass rate under the contract's threshold (quarantine is kept).
+        SourceError: the file cannot be read as declared (names file, row, column).
+    """
+    contract = load_contract(contract_path)
+    keyring = keyring_from_settings(settings)
+    lf = LandedFile(**landed)
+    data = read_landed(lf, keyring=keyring)
+    protected, quarantine, counts = transform(
+        data, contract, file=lf.source_name, keyring=keyring, run_id=run_id, digest=lf.digest
+    )
+    lakehouse_of(settings).append_quarantine(contract.name, quarantine, digest=lf.digest,
+                                              run_id=run_id)
+    if counts["gate_error"]:
+        from pipelines._errors import QualityGateError
+
+        raise QualityGateError(counts["gate_error"], pass_rate=counts["pass_rate"],
+                               threshold=contract.quality.min_pass_rate,
+                               quarantined=counts["rows_quarantined"])
+    stage = settings.staging_dir / run_id
+    stage.mkdir(parents=True, exist_ok=True)
+    pq.write_table(protected, stage / "table.parquet")
+    report("protect", f"{len(contract.protected_fields)} field(s) encrypted with SM4, "
+           f"staged {protected.num_rows:,} rows")
+    return {**counts, "staged": str(stage / "table.parquet")}
+
+
+def task_commit(contract_path: str, landed: dict, staged: dict, *, settings: Settings,
+                run_id: str) -> dict:
+    """Task 3: commit the staged table as a new Delta version (atomic; no-op for known bytes)."""
+    contract = load_contract(contract_path)
+    table = pq.read_table(staged["staged"])
+    result = lakehouse_of(settings).commit(contract.name, table, digest=landed["digest"],
+                                           run_id=run_id)
+    report("commit", f"Delta version {result.version} of {contract.name}"
+           + ("" if result.created else " (already committed)"))
+    return result.to_dict()
+
+
+def task_register(contract_path: str, landed: dict, staged: dict, committed: dict, *,
+                  settings: Settings, run_id: str) -> dict:
+    """Task 4: in one catalog transaction, upsert the entry, add the version, record COMPLETE."""
+    path = Path(contract_path)
+    contract = load_contract(path)
+    with catalog.session_scope(settings.catalog_db_url) as s:
+        dataset = catalog.upsert_dataset(session=s, contract=contract,
+                                         contract_yaml=path.read_text(encoding="utf-8"))
+        version = catalog.add_version(
+            session=s,
+            dataset=dataset,
+            delta_version=committed["version"],
+            row_count=committed["rows"],
+            quarantined_count=staged["rows_quarantined"],
+            source_digest=landed["digest"],
+            source_name=landed["source_name"],
+            source_bytes=landed["size_bytes"],
+            run_id=run_id,
+        )
+        emit_lineage(settings, contract, event_type="COMPLETE", run_id=run_id,
+                     source_name=landed["source_name"], digest=landed["digest"], session=s)
+        out = {"dataset": contract.code, "delta_version": version.delta_version}
+    shutil.rmtree(Path(staged["staged"]).parent, ignore_errors=True)
+    report("register", f"catalog entry {contract.code} now at version {out['delta_version']}")
+    return out
+
+
+@dataclass
+class IngestOutcome:
+    """What an ingest run did. ``version`` is the dataset's current Delta version afterwards."""
+
+    run_id: str
+    dataset: str
+    digest: str
+    created: bool
+    version: int | None
+    rows_in: int = 0
+    rows_committed: int = 0
+    rows_quarantined: int = 0
+
+
+def ingest(contract_path: str | Path, *, settings: Settings, run_id: str | None = None) -> IngestOutcome:
+    """Run the four tasks in this process without Airflow (tests, benchmarks, fallbacks).
+
+    Raises:
+        IngestError: any step failed; the FAIL lineage event is recorded first.
+    """
+    contract_path = str(Path(contract_path).resolve())
+    run_id = run_id or new_run_id()
+    try:
+        landed = task_land(contract_path, settings=settings, run_id=run_id)
+        lf = landed["landed"]
+        if landed["already_committed"]:
+            emit_lineage(settings, load_contract(contract_path), event_type="COMPLETE",
+                         run_id=run_id, source_name=lf["source_name"], digest=lf["digest"])
+            return IngestOutcome(run_id, load_contract(contract_path).code, lf["digest"],
+                                 created=False, version=landed["current_version"])
+        staged = task_transform(contract_path, lf, settings=settings, run_id=run_id)
+        committed = task_commit(contract_path, lf, staged, settings=settings, run_id=run_id)
+        reg = task_register(contract_path, lf, staged, committed, settings=settings, run_id=run_id)
+    except Exception as exc:
+        record_failure(settings, contract_path, run_id, exc)
+        raise
+    return IngestOutcome(run_id, reg["dataset"], lf["digest"], created=True,
+                         version=reg["delta_version"], rows_in=staged["rows_in"],
+                         rows_committed=committed["rows"],
+                         rows_quarantined=staged["rows_quarantined"])

@@ -1,0 +1,137 @@
+"""The lakehouse (数据湖): one versioned Delta table per dataset, plus its quarantine table.
+
+All I/O of the pipeline's tables goes through :class:`Lakehouse`; the steps compute on Arrow.
+Writes use ``deltalake`` (delta-rs): each commit is one atomic entry in the Delta log, so a
+failed write leaves the previous version current and readable. The SM3 digest of the source
+and the lineage run id ride in the commit's ``custom_metadata``.
+
+Layout: ``<root>/lakehouse/<name>/`` (dataset) and ``<root>/quarantine/<name>/`` (rejected rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from pipelines._errors import CommitError
+
+DIGEST_KEY = "govdx.source_digest"
+RUN_KEY = "govdx.run_id"
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """Outcome of a commit: Delta ``version``, ``rows`` written, ``created`` False on a no-op."""
+
+    name: str
+    version: int
+    rows: int
+    created: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Lakehouse:
+    """Delta tables under two folders of the home.
+
+    Args:
+        tables_dir: folder of dataset tables (``Settings.lakehouse_dir``).
+        quarantine_dir: folder of quarantine tables (``Settings.quarantine_dir``).
+    """
+
+    def __init__(self, tables_dir: Path, quarantine_dir: Path) -> None:
+        self.tables_dir = Path(tables_dir)
+        self.quarantine_dir = Path(quarantine_dir)
+
+    def table_uri(self, name: str) -> str:
+        return str(self.tables_dir / name)
+
+    def quarantine_uri(self, name: str) -> str:
+        return str(self.quarantine_dir / name)
+
+    # --- reads ------------------------------------------------------------------------------
+    def _open(self, uri: str, version: int | None = None) -> DeltaTable | None:
+        try:
+            return DeltaTable(uri, version=version)
+        except TableNotFoundError:
+            return None
+
+    def current_version(self, name: str) -> int | None:
+        """Latest Delta version of the dataset table, or None if it has none."""
+        dt = self._open(self.table_uri(name))
+        return None if dt is None else dt.version()
+
+    def read(self, name: str, version: int | None = None) -> pa.Table:
+        """The dataset table at ``version`` (latest when None): pyarrow.Table[rows × fields].
+
+        Raises:
+            CommitError: the table or version does not exist.
+        """
+        try:
+            dt = DeltaTable(self.table_uri(name), version=version)
+        except (TableNotFoundError, DeltaError) as exc:
+            raise CommitError(f"table {name!r} has no version {version}: {exc}") from exc
+        return dt.to_pyarrow_table()
+
+    def version_of_digest(self, name: str, digest: str) -> int | None:
+        """The Delta version committed from the source with SM3 ``digest``, if any."""
+        dt = self._open(self.table_uri(name))
+        if dt is None:
+            return None
+        for entry in dt.history():
+            if entry.get(DIGEST_KEY) == digest:
+                return int(entry["version"])
+        return None
+
+    def read_quarantine(self, name: str) -> pa.Table | None:
+        """All quarantined rows of the dataset (every run), or None if none were ever written."""
+        dt = self._open(self.quarantine_uri(name))
+        return None if dt is None else dt.to_pyarrow_table()
+
+    # --- writes -----------------------------------------------------------------------------
+    def commit(self, name: str, table: pa.Table, *, digest: str, run_id: str) -> CommitResult:
+        """Write ``table`` as the dataset's new version (a full snapshot, mode overwrite).
+
+        Idempotent per source: if a version already came from ``digest``, nothing is written
+        and that version is returned with ``created=False``.
+
+        Raises:
+            CommitError: the Delta write failed; the previous version is untouched.
+        """
+        existing = self.version_of_digest(name, digest)
+        if existing is not None:
+            return CommitResult(name, existing, table.num_rows, created=False)
+        props = CommitProperties(custom_metadata={DIGEST_KEY: digest, RUN_KEY: run_id})
+        try:
+            write_deltalake(
+                self.table_uri(name),
+                table,
+                mode="overwrite",
+                schema_mode="overwrite",
+                commit_properties=props,
+            )
+        except (DeltaError, OSError, pa.ArrowException) as exc:
+            raise CommitError(f"commit of table {name!r} failed: {exc}") from exc
+        version = self.current_version(name)
+        assert version is not None
+        return CommitResult(name, version, table.num_rows, created=True)
+
+    def append_quarantine(self, name: str, rows: pa.Table, *, digest: str, run_id: str) -> None:
+        """Append rejected rows (already masked/encrypted) to the dataset's quarantine table.
+
+        Appending the same run twice is prevented by the caller keying on ``run_id``.
+        """
+        if rows.num_rows == 0:
+            return
+        props = CommitProperties(custom_metadata={DIGEST_KEY: digest, RUN_KEY: run_id})
+        try:
+            write_deltalake(
+                self.quarantine_uri(name), rows, mode="append", commit_properties=props
+            )
+        except (DeltaError, OSError, pa.ArrowException) as exc:
+            raise CommitError(f"quarantine write of {name!r} failed: {exc}") from exc
