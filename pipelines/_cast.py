@@ -34,6 +34,7 @@ TIMEZONE = "Asia/Shanghai"
 
 _NULL_STR = pa.scalar(None, pa.string())
 _INT = r"^[+-]?(?:\d+|\d{1,3}(?:,\d{3})+)$"
+_PLAIN_DEC = r"^[+-]?(?:\d+\.?\d*|\.\d+)$"
 _DEC = r"^(?P<sign>[+-]?)(?P<int>\d{1,3}(?:,\d{3})+|\d*)(?:\.(?P<frac>\d*))?$"
 _DATE = (
     r"^(?P<y>\d{4})(?:-(?P<m1>\d{1,2})-(?P<d1>\d{1,2})|/(?P<m2>\d{1,2})/(?P<d2>\d{1,2})"
@@ -118,6 +119,12 @@ def _int(s: pa.Array) -> tuple[pa.Array, list[tuple[pa.Array, str]]]:
 
 
 def _decimal(s: pa.Array, f: ContractField) -> tuple[pa.Array, list[tuple[pa.Array, str]]]:
+    target = pa.decimal128(f.precision, f.scale)
+    if pc.all(pc.match_substring_regex(s, _PLAIN_DEC)).as_py() is not False:
+        try:  # fast path: plain numbers that all fit; Arrow's cast refuses any loss
+            return pc.cast(s, target), []
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     parts = pc.extract_regex(s, _DEC)
     ok = _mask(pc.and_(pc.is_valid(parts), pc.match_substring_regex(s, r"\d")))
     sign = pc.struct_field(parts, "sign")
@@ -133,7 +140,7 @@ def _decimal(s: pa.Array, f: ContractField) -> tuple[pa.Array, list[tuple[pa.Arr
         pc.if_else(pc.equal(frac, ""), pa.scalar("0"), frac),
         "",
     )
-    typed = pc.cast(_null_unless(good, text), pa.decimal128(f.precision, f.scale))
+    typed = pc.cast(_null_unless(good, text), target)
     return typed, [
         (pc.invert(ok), "not a decimal number (不是数值)"),
         (
@@ -169,6 +176,10 @@ def _date_ok(s: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def _date(s: pa.Array) -> tuple[pa.Array, list[tuple[pa.Array, str]]]:
+    try:  # fast path: Arrow's cast reads strict ISO YYYY-MM-DD and refuses 2021-02-30
+        return pc.cast(s, pa.date32()), []
+    except pa.ArrowInvalid:
+        pass
     ts, ok = _date_ok(s)
     return pc.cast(ts, pa.date32()), [(pc.invert(ok), "not a date (日期格式错误)")]
 
@@ -221,7 +232,9 @@ def cast_table(table: pa.Table, contract: Contract) -> CastResult:
         >>> r.table.column("day").to_pylist(), r.rejects.column("reason").to_pylist()
         ([datetime.date(2021, 5, 1)], ["not a date (日期格式错误): '2021-13-01'"])
     """
-    missing = [n for n in [f.name for f in contract.fields] + ["_row"] if n not in table.column_names]
+    missing = [
+        n for n in [f.name for f in contract.fields] + ["_row"] if n not in table.column_names
+    ]
     if missing:
         raise IngestError(f"cast_table: the table has no column(s) {missing} (缺少列); map first")
     rows = table.column("_row")
@@ -263,8 +276,12 @@ def cast_table(table: pa.Table, contract: Contract) -> CastResult:
                 )
             parts.append(
                 pa.Table.from_arrays(
-                    [_chunked(rows.filter(mask)), _chunked(pa.repeat(pa.scalar(f.name), len(value))),
-                     _chunked(value), _chunked(why)],
+                    [
+                        _chunked(rows.filter(mask)),
+                        _chunked(pa.repeat(pa.scalar(f.name), len(value))),
+                        _chunked(value),
+                        _chunked(why),
+                    ],
                     schema=REJECTS_SCHEMA,
                 )
             )

@@ -375,7 +375,7 @@ def _read_csv(buf: bytes, source: Source, file: str) -> tuple[pa.Table, pa.Table
                 skipped += int(drop.size)
 
     rej_rows, rej_values, rej_reasons = [], [], []
-    for (r, expected, actual, text) in invalid:
+    for r, expected, actual, text in invalid:
         if _is_blank_text(text, delim):
             skipped += 1
             continue
@@ -646,7 +646,11 @@ def _read_tree(doc: Any, children_key: str, file: str) -> tuple[pa.Table, pa.Tab
     for node in roots:
         if isinstance(node, dict):
             first_key = next(
-                (k for k, v in node.items() if k != children_key and not isinstance(v, (dict, list))),
+                (
+                    k
+                    for k, v in node.items()
+                    if k != children_key and not isinstance(v, (dict, list))
+                ),
                 None,
             )
             break
@@ -666,7 +670,13 @@ def _read_tree(doc: Any, children_key: str, file: str) -> tuple[pa.Table, pa.Tab
         node, parent, level = stack.pop()
         index += 1
         if not isinstance(node, dict):
-            bad.append((index, _scalar(node) or "null", "tree node is not a JSON object (树节点不是 JSON 对象)"))
+            bad.append(
+                (
+                    index,
+                    _scalar(node) or "null",
+                    "tree node is not a JSON object (树节点不是 JSON 对象)",
+                )
+            )
             continue
         kids = node.get(children_key) or []
         if not isinstance(kids, list):
@@ -737,7 +747,9 @@ def read_source(path: str | Path, source: Source, *, data: bytes | None = None) 
         try:
             data = p.read_bytes()
         except OSError as exc:
-            raise SourceError(f"cannot read the file (无法读取文件): {exc.strerror}", file=file) from exc
+            raise SourceError(
+                f"cannot read the file (无法读取文件): {exc.strerror}", file=file
+            ) from exc
     if source.format == "xlsx":
         table, rejects, skipped = _read_xlsx(data, source, file)
         encoding = "utf-8"
