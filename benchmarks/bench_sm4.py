@@ -69,8 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     ids = identifiers(n)
     pt_mb = n * ID_CHARS / 1e6
     cipher = encrypt_column(ids, key=dk, dataset="BENCH-0001", column="id_number")
-    t_enc = best(lambda: encrypt_column(ids, key=dk, dataset="BENCH-0001", column="id_number"), repeat)
-    t_dec = best(lambda: decrypt_column(cipher, key=dk, dataset="BENCH-0001", column="id_number"), repeat)
+    t_enc = best(
+        lambda: encrypt_column(ids, key=dk, dataset="BENCH-0001", column="id_number"), repeat
+    )
+    t_dec = best(
+        lambda: decrypt_column(cipher, key=dk, dataset="BENCH-0001", column="id_number"), repeat
+    )
     assert decrypt_column(cipher, key=dk, dataset="BENCH-0001", column="id_number").equals(ids)
 
     sub = ids.slice(0, min(n, 100_000)).to_pylist()

@@ -135,7 +135,12 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     report("land", f"{source.name}: {landed.size_bytes:,} bytes, SM3 {landed.digest[:12]}…"
            + ("" if landed.newly_landed else " (already landed)"))
     with catalog.session_scope(settings.catalog_db_url) as s:
-        existing = catalog.version_by_digest(session=s, code=contract.code, source_digest=landed.digest)
+        try:
+            existing = catalog.version_by_digest(
+                session=s, code=contract.code, source_digest=landed.digest
+            )
+        except catalog.DatasetNotFound:
+            existing = None
         current = catalog.current_version(session=s, code=contract.code) if existing else None
     already = existing is not None
     if already:

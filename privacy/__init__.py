@@ -1,1 +1,55 @@
-"""privacy."""
+"""privacy — symmetric cryptography of govdx (国密对称密码): SM4 column encryption, envelope keys,
+HMAC-SM3 join tokens and SM3 digests, all through OpenSSL (``cryptography``/``hashlib``); also
+landed-file encryption (``encrypt_file``/``decrypt_file``) and display masking
+(``mask_array``/``mask_value``).
+
+Error tree::
+
+    govdx.GovdxRuntimeError
+    └── PrivacyError                  root of this package
+        ├── DecryptionError           tampered, swapped, truncated cell or wrong key (密文校验失败)
+        └── KeyManagementError        key creation, storage, wrap/unwrap failures (密钥管理错误)
+            └── KeyConfigError        bad key configuration; also a govdx.DefinitionError
+
+Formats and the reasons behind them: docs/crypto.md.
+"""
+
+from privacy._digest import sm3_file, sm3_hex
+from privacy._errors import DecryptionError, KeyConfigError, KeyManagementError, PrivacyError
+from privacy._files import decrypt_file, encrypt_file
+from privacy._keys import DataKey, Keyring, Kms, LocalKms, keyring_from_settings
+from privacy._masking import mask_array, mask_value
+from privacy._sm4 import (
+    CELL_OVERHEAD_BYTES,
+    FORMAT_VERSION,
+    decrypt_column,
+    encrypt_column,
+    sm4_block_encrypt,
+)
+from privacy._tokens import TOKEN_HEX_CHARS, normalise_identifiers, token_column
+
+__all__ = [
+    "CELL_OVERHEAD_BYTES",
+    "FORMAT_VERSION",
+    "TOKEN_HEX_CHARS",
+    "DataKey",
+    "DecryptionError",
+    "KeyConfigError",
+    "KeyManagementError",
+    "Keyring",
+    "Kms",
+    "LocalKms",
+    "PrivacyError",
+    "decrypt_column",
+    "decrypt_file",
+    "encrypt_column",
+    "encrypt_file",
+    "keyring_from_settings",
+    "mask_array",
+    "mask_value",
+    "normalise_identifiers",
+    "sm3_file",
+    "sm3_hex",
+    "sm4_block_encrypt",
+    "token_column",
+]
