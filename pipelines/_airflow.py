@@ -70,7 +70,7 @@ def configure_airflow(settings: Settings) -> Path:
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("GOVDX_AIRFLOW_LOG_LEVEL", "WARNING"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("GOVDX_AIRFLOW_LOG_LEVEL", "CRITICAL"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "GOVDX_HOME": str(settings.home),
     }

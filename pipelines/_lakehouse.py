@@ -14,12 +14,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from pipelines._errors import CommitError
 
 DIGEST_KEY = "govdx.source_digest"
+
+
+def _to_arrow(dt: DeltaTable) -> pa.Table:
+    """Read the version's active files with pyarrow (delta-rs resolves the file list).
+
+    ``DeltaTable.to_pyarrow_table()`` (delta-rs 1.6) intermittently aborts the interpreter at
+    exit ("terminate called without an active exception") on this platform; reading the
+    resolved Parquet files with pyarrow avoids its runtime. govdx tables are unpartitioned and
+    written without deletion vectors, so the active files are the whole version.
+    """
+    files = dt.file_uris()
+    if not files:
+        return pa.schema(dt.schema().to_arrow()).empty_table()
+    return pq.read_table(files)
 RUN_KEY = "govdx.run_id"
 
 
@@ -76,7 +91,7 @@ class Lakehouse:
             dt = DeltaTable(self.table_uri(name), version=version)
         except (TableNotFoundError, DeltaError) as exc:
             raise CommitError(f"table {name!r} has no version {version}: {exc}") from exc
-        return dt.to_pyarrow_table()
+        return _to_arrow(dt)
 
     def version_of_digest(self, name: str, digest: str) -> int | None:
         """The Delta version committed from the source with SM3 ``digest``, if any."""
@@ -91,7 +106,7 @@ class Lakehouse:
     def read_quarantine(self, name: str) -> pa.Table | None:
         """All quarantined rows of the dataset (every run), or None if none were ever written."""
         dt = self._open(self.quarantine_uri(name))
-        return None if dt is None else dt.to_pyarrow_table()
+        return None if dt is None else _to_arrow(dt)
 
     # --- writes -----------------------------------------------------------------------------
     def commit(self, name: str, table: pa.Table, *, digest: str, run_id: str) -> CommitResult:

@@ -94,20 +94,27 @@ def catalog_summary(settings) -> list[dict]:
                     "version": v.delta_version if v else None,
                     "rows": v.row_count if v else 0,
                     "quarantined": v.quarantined_count if v else 0,
-                    "upstream": [u["name"] if isinstance(u, dict) else str(u) for u in graph.upstream],
+                    "upstream": sorted({f"{u.namespace}/{u.name}" for u in graph.upstream}),
                 }
             )
     return out
 
 
 def print_summary(summary: list[dict]) -> None:
+    """Catalog table, then one lineage line per dataset."""
+    from govdx import GRADE_ZH, SHARE_TYPE_ZH
+
     t = Table(title="catalog (政务信息资源目录) after the demo")
-    for col in ("code", "title", "dept", "share", "grade", "version", "rows", "quarantined", "lineage ←"):
-        t.add_column(col)
+    for col in ("code", "title", "share", "grade", "ver", "rows", "quarantined"):
+        t.add_column(col, overflow="fold")
     for d in summary:
-        t.add_row(d["code"], d["title"], d["department"], d["share_type"], d["grade"],
-                  str(d["version"]), f"{d['rows']:,}", f"{d['quarantined']:,}",
-                  ", ".join(u.split("/")[0] + "/" + u.split("/")[-1][:10] + "…" for u in d["upstream"])[:60])
+        t.add_row(d["code"], d["title"], SHARE_TYPE_ZH.get(d["share_type"], d["share_type"]),
+                  GRADE_ZH.get(d["grade"], d["grade"]), str(d["version"]), f"{d['rows']:,}",
+                  f"{d['quarantined']:,}")
     console.print(t)
+    console.print("[bold]lineage[/] (raw file in the landing zone → lakehouse table):")
+    for d in summary:
+        for u in d["upstream"]:
+            console.print(f"  {u[:48]}… → {d['code']}", highlight=False)
     console.print("Next: [cyan]govdx catalog show SCJG-0001[/], [cyan]govdx quarantine show "
                   "SCJG-0001[/], [cyan]govdx lineage show SCJG-0001[/]")

@@ -32,7 +32,9 @@ def ingest_command(
     Lands the raw file (encrypted, named by its SM3 digest), parses and types it per the
     contract, quarantines bad rows with their reasons, encrypts sensitive fields with SM4,
     commits a new Delta table version and registers it in the catalog with lineage.
-    Ingesting the same bytes again changes nothing.
+    Ingesting the same bytes again changes nothing. On failure the command exits 1 with the
+    reason (file, row, column); Airflow's own task logs are quiet unless
+    GOVDX_AIRFLOW_LOG_LEVEL=INFO is set.
 
     Examples:
 
@@ -135,7 +137,10 @@ def summarize(code: str, *, settings, run_id: str | None = None) -> dict:
     from govdx.cli._common import catalog_session
 
     with catalog_session(settings) as s:
-        v = catalog.current_version(session=s, code=code)
+        try:
+            v = catalog.current_version(session=s, code=code)
+        except catalog.DatasetNotFound:  # a first ingest that failed registers nothing
+            v = None
         error = None
         if run_id:
             for e in catalog.lineage_events(session=s, run_id=run_id):
