@@ -7,15 +7,21 @@ Tour::
     govdx catalog list / show CODE     # catalog entries, fields, versions, lineage
     govdx lineage show CODE            # upstream and downstream
     govdx quarantine show CODE         # rejected rows with their reasons (masked)
+    govdx users add / sandbox submit|approve|run|result / client psi  # sandbox jobs
+    govdx audit verify                 # SM3 chain and SM2-signed checkpoints
 """
 
 from __future__ import annotations
 
 import typer
 
+from govdx.cli._audit import audit_app
+from govdx.cli._catalog import catalog_app, lineage_app
+from govdx.cli._client import client_app
 from govdx.cli._demo import demo_command
 from govdx.cli._ingest import ingest_command
 from govdx.cli._quarantine import quarantine_app
+from govdx.cli._sandbox import sandbox_app, users_app
 
 app = typer.Typer(
     name="govdx",
@@ -29,14 +35,12 @@ app = typer.Typer(
 app.command("ingest")(ingest_command)
 app.command("demo")(demo_command)
 app.add_typer(quarantine_app, name="quarantine")
-
-try:
-    from govdx.cli._catalog import catalog_app, lineage_app
-
-    app.add_typer(catalog_app, name="catalog")
-    app.add_typer(lineage_app, name="lineage")
-except ImportError:  # pragma: no cover - during development only
-    pass
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(lineage_app, name="lineage")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(users_app, name="users")
+app.add_typer(client_app, name="client")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

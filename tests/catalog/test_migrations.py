@@ -34,19 +34,20 @@ def _diff(url: str, metadata: MetaData) -> list:
         engine.dispose()
 
 
-def _revision(url: str) -> str | None:
+def _revision(url: str) -> set[str]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return set(MigrationContext.configure(conn).get_current_heads())
     finally:
         engine.dispose()
 
 
-def _head() -> str:
+def _heads() -> set[str]:
+    """Every branch head: catalog (0001) is the root; quality and sandbox branch from it."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return set(ScriptDirectory.from_config(cfg).get_heads())
 
 
 def test_migrated_schema_equals_metadata(tmp_path):
@@ -57,8 +58,9 @@ def test_migrated_schema_equals_metadata(tmp_path):
     names = set(inspect(engine).get_table_names())
     engine.dispose()
     assert names >= CATALOG_TABLES
-    assert names - CATALOG_TABLES == {"alembic_version"}
-    assert _revision(url) == _head() == "0001"
+    other_tables = {t for m in catalog.load_models().tables.values() for t in [m.name]}
+    assert names - CATALOG_TABLES == {"alembic_version"} | (other_tables - CATALOG_TABLES)
+    assert _revision(url) == _heads() == {"0002_quality", "0003_sandbox"}
 
 
 def test_compare_detects_a_missing_migration(tmp_path):
@@ -91,7 +93,7 @@ def test_migrate_twice_is_a_no_op(tmp_path, contract):
             run_id=RUN_1,
         )
     catalog.migrate(url)
-    assert _revision(url) == "0001"
+    assert _revision(url) == _heads()
     assert _diff(url, catalog.load_models()) == []
     with factory() as s:
         assert catalog.current_version(session=s, code="SCJG-0001").row_count == 10

@@ -1,0 +1,154 @@
+"""``govdx client``: the requester's side of sandbox protocols, run on the requester's machine.
+
+PSI (隐私求交)::
+
+    govdx client psi request --ids applicants.csv --column uscc --out req.bin --state psi.state
+    # submit a job with inputs: {request: req.bin}; after approval and the run:
+    govdx sandbox result JOB_ID --out response.bin
+    govdx client psi finish --result response.bin --state psi.state
+
+The identifiers never leave this machine in plaintext: the request holds them blinded by a
+secret key that stays in the state file (mode 0600).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from govdx import GovdxError
+from govdx.cli._common import console, fail, print_json
+
+client_app = typer.Typer(
+    help="Requester-side protocol steps (需求方本地计算).", no_args_is_help=True
+)
+psi_app = typer.Typer(
+    help="PSI client (隐私求交客户端): create a request, finish with the sandbox's response.",
+    no_args_is_help=True,
+)
+client_app.add_typer(psi_app, name="psi")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (UTF-8) for scripts.")]
+
+
+@client_app.callback()
+def _client_group() -> None:
+    """Requester-side steps (需求方本地计算)."""
+
+
+@psi_app.callback()
+def _psi_group() -> None:
+    """PSI client (隐私求交客户端)."""
+
+
+def _read_ids(path: Path, column: str) -> list[str | None]:
+    """The ``column`` of a CSV file (header row, UTF-8), as strings; read with pyarrow.csv."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    try:
+        table = pcsv.read_csv(
+            path,
+            convert_options=pcsv.ConvertOptions(
+                include_columns=[column], column_types={column: pa.string()}
+            ),
+        )
+    except FileNotFoundError as exc:
+        raise GovdxError(f"{path}: file not found") from exc
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise GovdxError(f"{path}: cannot read column {column!r}: {exc}") from exc
+    return table[column].to_pylist()
+
+
+@psi_app.command("request")
+def request_command(
+    ids: Annotated[
+        Path, typer.Option("--ids", help="CSV file with a header row holding the identifiers.")
+    ],
+    column: Annotated[str, typer.Option("--column", help="Column of --ids with the identifiers.")],
+    out: Annotated[Path, typer.Option("--out", help="Request file to submit with the job.")],
+    state: Annotated[
+        Path, typer.Option("--state", help="Local session file (0600; keep it secret).")
+    ],
+    element: Annotated[
+        str, typer.Option("--element", help="uscc | resident_id | identifier")
+    ] = "uscc",
+    reveal: Annotated[
+        bool, typer.Option("--reveal", help="Ask for the intersection, not only its size.")
+    ] = False,
+    buckets: Annotated[int, typer.Option("--buckets", help="Bucket count (1..16).")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a PSI request and the local state file."""
+    try:
+        from privacy._psi import PsiClientSession
+
+        values = _read_ids(ids, column)
+        session, request = PsiClientSession.create(
+            values, reveal_intersection=reveal, buckets=buckets, element=element
+        )
+        out.write_bytes(request.to_bytes())
+        session.save(state)
+    except GovdxError as exc:
+        fail(exc)
+    rejected = list(getattr(session, "rejected", []) or [])
+    doc = {
+        "request": str(out),
+        "state": str(state),
+        "items": request.size,
+        "rejected": len(rejected),
+        "rejected_rows": [i for i, _ in rejected[:20]],
+        "reveal": reveal,
+        "element": element,
+        "max_items_hint": request.size,
+    }
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"request with {request.size} items written to {out} "
+            f"({len(rejected)} malformed identifiers rejected); state in {state}. "
+            f"Submit a job with computation.params.max_items ≥ {request.size} and "
+            f"inputs: {{request: {out.name}}}."
+        )
+
+
+@psi_app.command("finish")
+def finish_command(
+    result: Annotated[
+        Path, typer.Option("--result", help="The sandbox's response (sandbox result --out).")
+    ],
+    state: Annotated[Path, typer.Option("--state", help="The state file of `psi request`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the intersection (one id a line).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Finish PSI locally: the intersection cardinality (交集数量), or its items in reveal mode."""
+    try:
+        from privacy._psi import PsiClientSession, PsiResponse
+
+        session = PsiClientSession.load(state)
+        try:
+            data = result.read_bytes()
+        except OSError as exc:
+            raise GovdxError(f"{result}: cannot read the response: {exc.strerror}") from exc
+        outcome = session.finish(PsiResponse.from_bytes(data))
+    except GovdxError as exc:
+        fail(exc)
+    doc: dict = {"cardinality": outcome.cardinality}
+    if outcome.intersection is not None:
+        if out is not None:
+            out.write_text("".join(f"{x}\n" for x in outcome.intersection), encoding="utf-8")
+            doc["out"] = str(out)
+        else:
+            doc["intersection"] = outcome.intersection
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(f"intersection cardinality (交集数量): {outcome.cardinality}")
+        if "intersection" in doc:
+            for x in doc["intersection"]:
+                console.print(x)

@@ -1,0 +1,315 @@
+"""``govdx sandbox`` (沙箱作业) and ``govdx users`` (用户).
+
+The acting user is ``--user NAME`` or ``GOVDX_USER``. Every command takes ``--json``.
+
+Examples::
+
+    govdx users add swj_steward --role steward --department SWJ
+    govdx sandbox submit job.yaml --user bank
+    govdx sandbox approve JOB_ID --user swj_steward
+    govdx sandbox worker --once
+    govdx sandbox result JOB_ID --user bank --out response.bin
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from govdx import GovdxError
+from govdx.cli._common import console, fail, get_settings, print_json
+
+sandbox_app = typer.Typer(
+    help="Sandbox jobs (沙箱作业): submit, approve, run, fetch results.\n\n"
+    "Examples:\n\n"
+    "  govdx sandbox submit job.yaml --user bank\n\n"
+    "  govdx sandbox approve JOB_ID --user swj_steward\n\n"
+    "  govdx sandbox worker --once\n\n"
+    "  govdx sandbox result JOB_ID --user bank --out response.bin",
+    no_args_is_help=True,
+)
+users_app = typer.Typer(
+    help="Users and roles (用户与角色): steward, reviewer, requester, analyst, admin.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (UTF-8) for scripts.")]
+UserOpt = Annotated[
+    str | None,
+    typer.Option("--user", "-u", help="Acting user (default: $GOVDX_USER).", show_default=False),
+]
+JobArg = Annotated[str, typer.Argument(help="Job id (作业编号).")]
+
+
+@sandbox_app.callback()
+def _sandbox_group() -> None:
+    """Sandbox jobs (沙箱作业)."""
+
+
+@users_app.callback()
+def _users_group() -> None:
+    """Users (用户)."""
+
+
+def _box():
+    from sandbox import Sandbox
+
+    settings = get_settings()
+    settings.ensure_home()
+    return Sandbox(settings)
+
+
+def _acting(user: str | None) -> str | None:
+    return user or os.environ.get("GOVDX_USER") or None
+
+
+def _out(data: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(data)
+    else:
+        _print_job(data) if isinstance(data, dict) and "state" in data else print_json(data)
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    t = Table(title=f"job {job['id']}", show_header=False)
+    for key in (
+        "state",
+        "requester",
+        "dataset",
+        "version",
+        "computation",
+        "purpose",
+        "legal_basis",
+        "reason",
+    ):
+        if key in job and job[key] is not None:
+            value = f"{job[key]} ({job.get('state_zh')})" if key == "state" else str(job[key])
+            t.add_row(key, value)
+    if job.get("decision"):
+        d = job["decision"]
+        t.add_row(
+            "approvals", f"{d.get('approvals_required')} (reviewer: {d.get('reviewer_required')})"
+        )
+    for a in job.get("approvals", []):
+        t.add_row("approval", f"{a['decision']} by {a['approver']} ({a['role']})")
+    if job.get("result"):
+        t.add_row("result", f"{job['result']['bytes']} bytes, SM3 {job['result']['digest']}")
+    console.print(t)
+
+
+def _run(fn, as_json: bool) -> None:
+    try:
+        data = fn()
+    except GovdxError as exc:
+        if as_json:
+            print_json({"error": type(exc).__name__, "message": str(exc)})
+            raise typer.Exit(1) from None
+        fail(exc)
+    else:
+        _out(data, as_json)
+
+
+@sandbox_app.command("submit")
+def submit_command(
+    spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON (作业描述).")],
+    user: UserOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show the policy decision.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a job spec; prints the job (its id is unguessable; keep it)."""
+    from sandbox import load_job_spec
+
+    def go() -> Any:
+        job_spec = load_job_spec(spec)
+        box = _box()
+        try:
+            if dry_run:
+                return box.evaluate(job_spec, user=_acting(user)).to_dict()
+            return box.submit(job_spec, user=_acting(user))
+        finally:
+            box.close()
+
+    _run(go, as_json)
+
+
+def _with_box(method: str, *args: Any, **kwargs: Any) -> Any:
+    box = _box()
+    try:
+        return getattr(box, method)(*args, **kwargs)
+    finally:
+        box.close()
+
+
+@sandbox_app.command("list")
+def list_command(
+    user: UserOpt = None,
+    state: Annotated[str | None, typer.Option("--state", help="Only jobs in this state.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs the acting user may see, newest first."""
+
+    def go() -> Any:
+        return _with_box("list_jobs", user=_acting(user), state=state)
+
+    if as_json:
+        _run(go, True)
+        return
+    try:
+        jobs = go()
+    except GovdxError as exc:
+        fail(exc)
+    t = Table("id", "state", "requester", "dataset", "version", "computation", "created")
+    for j in jobs:
+        t.add_row(
+            j["id"],
+            f"{j['state']} {j['state_zh']}",
+            j["requester"],
+            j["dataset"],
+            str(j["version"]),
+            j["computation"],
+            j["created_at"][:19],
+        )
+    console.print(t)
+
+
+@sandbox_app.command("show")
+def show_command(job_id: JobArg, user: UserOpt = None, as_json: JsonOpt = False) -> None:
+    """A job: spec, policy decision, approvals, transitions, releases."""
+    _run(lambda: _with_box("show", job_id, user=_acting(user) or ""), as_json)
+
+
+@sandbox_app.command("approve")
+def approve_command(
+    job_id: JobArg,
+    user: UserOpt = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Note kept with the approval.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a job (审批通过): steward of the owning department; reviewer for 双人复核."""
+    _run(lambda: _with_box("approve", job_id, user=_acting(user), reason=reason), as_json)
+
+
+@sandbox_app.command("reject")
+def reject_command(
+    job_id: JobArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why (驳回理由); required.")],
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject a job awaiting approval (驳回)."""
+    _run(lambda: _with_box("reject", job_id, user=_acting(user), reason=reason), as_json)
+
+
+@sandbox_app.command("cancel")
+def cancel_command(
+    job_id: JobArg,
+    user: UserOpt = None,
+    reason: Annotated[str | None, typer.Option("--reason")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a job (撤销): its requester or an admin."""
+    _run(lambda: _with_box("cancel", job_id, user=_acting(user), reason=reason), as_json)
+
+
+@sandbox_app.command("run")
+def run_command(job_id: JobArg, as_json: JsonOpt = False) -> None:
+    """Run one approved (or failed) job now, in a worker process with the policy's limits."""
+    _run(lambda: _with_box("run", job_id), as_json)
+
+
+@sandbox_app.command("worker")
+def worker_command(
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between passes.")] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The worker loop: fail lost runs, expire stale jobs, run approved jobs."""
+    if once:
+        _run(lambda: _with_box("work_once"), as_json)
+        return
+    while True:  # pragma: no cover - long-running
+        _run(lambda: _with_box("work_once"), as_json)
+        time.sleep(interval)
+
+
+@sandbox_app.command("result")
+def result_command(
+    job_id: JobArg,
+    user: UserOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the result bytes here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch (and release) a job's result; only its requester may. JSON results print unless
+    --out is given; binary results (PSI responses) need --out."""
+
+    def go() -> Any:
+        bundle = _with_box("result", job_id, user=_acting(user))
+        info: dict[str, Any] = {
+            "id": bundle.job_id,
+            "digest": bundle.digest,
+            "bytes": len(bundle.data),
+            "media_type": bundle.media_type,
+        }
+        if out is not None:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(bundle.data)
+            info["out"] = str(out)
+        elif bundle.media_type == "application/json":
+            import json
+
+            info["result"] = json.loads(bundle.data)
+        else:
+            raise _usage_error(f"result of job {job_id} is {bundle.media_type}; pass --out FILE")
+        return info
+
+    _run(go, as_json)
+
+
+def _usage_error(msg: str) -> GovdxError:
+    from sandbox import SandboxError
+
+    return SandboxError(msg)
+
+
+@users_app.command("add")
+def users_add_command(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[
+        str, typer.Option("--role", help="steward | reviewer | requester | analyst | admin")
+    ],
+    department: Annotated[
+        str | None, typer.Option("--department", help="Department code (部门代码).")
+    ] = None,
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a user."""
+    _run(
+        lambda: _with_box("add_user", name, role, department, actor=_acting(user) or "cli"), as_json
+    )
+
+
+@users_app.command("list")
+def users_list_command(as_json: JsonOpt = False) -> None:
+    """All users."""
+    if as_json:
+        _run(lambda: _with_box("list_users"), True)
+        return
+    try:
+        users = _with_box("list_users")
+    except GovdxError as exc:
+        fail(exc)
+    t = Table("name", "role", "department", "created")
+    for u in users:
+        t.add_row(u["name"], u["role"], u["department"] or "—", (u["created_at"] or "")[:19])
+    console.print(t)

@@ -1,0 +1,36 @@
+"""Fixtures of the sandbox tests: a migrated home, a seeded dataset, users, a Sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sandbox_fakes  # noqa: F401 - registers the fake computations
+from sandbox_testdata import add_users, publish_dataset, tax_contract, tax_table, valid_usccs
+
+from sandbox import Sandbox
+
+AGG_POLICY = {
+    "allowed_computations": ["psi", "aggregate", "test_sleep", "test_hog", "test_die", "test_leak"],
+    "psi_columns": ["taxpayer_id"],
+    "psi_max_items": 1000,
+    "psi_items_per_day": 5000,
+    "min_group_size_k": 10,
+    "quota_jobs_per_day": 50,
+    "time_limit_seconds": 60,
+    "memory_limit_mb": 2048,
+}
+
+
+@pytest.fixture
+def ids() -> list[str]:
+    return valid_usccs(60, seed=1)
+
+
+@pytest.fixture
+def box(settings, ids) -> Iterator[Sandbox]:
+    b = Sandbox(settings)
+    add_users(b)
+    publish_dataset(settings, tax_contract(sandbox=AGG_POLICY), tax_table(ids))
+    yield b
+    b.close()

@@ -1,0 +1,139 @@
+"""The CLI: users, sandbox, client psi and audit apps (mounted here on a test Typer app)."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+import typer
+from sandbox_testdata import publish_dataset, tax_contract, tax_table
+from typer.testing import CliRunner
+
+from govdx.cli._audit import audit_app
+from govdx.cli._client import client_app
+from govdx.cli._sandbox import sandbox_app, users_app
+
+app = typer.Typer()
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(users_app, name="users")
+app.add_typer(client_app, name="client")
+app.add_typer(audit_app, name="audit")
+runner = CliRunner()
+
+
+def cli(*args: str, user: str | None = None, ok: bool = True):
+    env = {"GOVDX_USER": user} if user else {}
+    res = runner.invoke(app, list(args), env=env)
+    if ok:
+        assert res.exit_code == 0, res.output
+    return res
+
+
+@pytest.fixture
+def home(settings, ids):
+    publish_dataset(
+        settings,
+        tax_contract(sandbox={"allowed_computations": ["psi"], "psi_max_items": 100}),
+        tax_table(ids),
+    )
+    for name, role, dept in [
+        ("bank", "requester", "ICBC"),
+        ("st", "steward", "SWJ"),
+        ("rv", "reviewer", None),
+    ]:
+        cli(
+            "users",
+            "add",
+            name,
+            "--role",
+            role,
+            *(["--department", dept] if dept else []),
+            "--json",
+        )
+    return settings
+
+
+def test_psi_flow_through_the_cli(home, tmp_path, ids):
+    ids_csv = tmp_path / "applicants.csv"
+    ids_csv.write_text(
+        "uscc,name\n" + "".join(f"{x},企业{i}\n" for i, x in enumerate([*ids[:7], "91BAD"])),
+        encoding="utf-8",
+    )
+    state = tmp_path / "psi.state"
+    res = cli(
+        "client",
+        "psi",
+        "request",
+        "--ids",
+        str(ids_csv),
+        "--column",
+        "uscc",
+        "--out",
+        str(tmp_path / "req.bin"),
+        "--state",
+        str(state),
+        "--json",
+    )
+    doc = json.loads(res.output)
+    assert (doc["items"], doc["rejected"], doc["rejected_rows"]) == (7, 1, [7])
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    (tmp_path / "job.yaml").write_text(
+        "purpose: 银税互动核验\nlegal_basis: 企业授权书\ndataset: SWJ-T001\n"
+        "computation: {name: psi, params: {column: taxpayer_id, max_items: 10}}\n"
+        "inputs: {request: req.bin}\n",
+        encoding="utf-8",
+    )
+    job = json.loads(
+        cli("sandbox", "submit", str(tmp_path / "job.yaml"), "--json", user="bank").output
+    )
+    jid = job["id"]
+    res = cli("sandbox", "approve", jid, "--json", user="bank", ok=False)
+    assert res.exit_code == 1 and "PermissionDenied" in res.output
+    cli("sandbox", "approve", jid, "--json", user="st")
+    assert (
+        json.loads(cli("sandbox", "approve", jid, "--json", user="rv").output)["state"]
+        == "approved"
+    )
+    ran = json.loads(cli("sandbox", "worker", "--once", "--json").output)
+    assert [j["state"] for j in ran] == ["succeeded"]
+    res = cli(
+        "sandbox", "result", jid, "--out", str(tmp_path / "resp.bin"), "--json", user="st", ok=False
+    )
+    assert res.exit_code == 1 and "only to its requester" in res.output
+    cli("sandbox", "result", jid, "--out", str(tmp_path / "resp.bin"), "--json", user="bank")
+    out = json.loads(
+        cli(
+            "client",
+            "psi",
+            "finish",
+            "--result",
+            str(tmp_path / "resp.bin"),
+            "--state",
+            str(state),
+            "--json",
+        ).output
+    )
+    assert out == {"cardinality": 7}
+    listed = json.loads(cli("sandbox", "list", "--json", user="bank").output)
+    assert [(j["id"], j["state"]) for j in listed] == [(jid, "released")]
+    assert json.loads(cli("audit", "verify", "--json").output)["ok"] is True
+    shown = json.loads(cli("audit", "show", "--action", "job.release", "--json").output)
+    assert [(e["actor"], e["subject"]) for e in shown] == [("bank", jid)]
+
+
+def test_missing_user_and_bad_spec(home, tmp_path):
+    res = cli("sandbox", "list", "--json", ok=False)
+    assert res.exit_code == 1 and "GOVDX_USER" in res.output
+    (tmp_path / "bad.yaml").write_text(
+        "purpose: 核验核验\nlegal_basis: x1\ndataset: SWJ-T001\n"
+        "computation: {name: psi, params: {column: taxpayer_id, max_items: -1}}\n"
+        "inputs: {request: r.bin}\n",
+        encoding="utf-8",
+    )
+    res = cli("sandbox", "submit", str(tmp_path / "bad.yaml"), "--json", user="bank", ok=False)
+    assert (
+        res.exit_code == 1 and "computation.params.max_items" in json.loads(res.output)["message"]
+    )
+    users = json.loads(cli("users", "list", "--json").output)
+    assert [u["name"] for u in users] == ["bank", "rv", "st"]
