@@ -14,11 +14,45 @@ Error tree::
 Formats and the reasons behind them: docs/crypto.md.
 """
 
+from privacy._audit_chain import (
+    GENESIS_HASH,
+    AuditChain,
+    AuditEntry,
+    AuditError,
+    AuditStore,
+    Checkpoint,
+    InMemoryAuditStore,
+    VerifyReport,
+)
 from privacy._digest import sm3_file, sm3_hex
 from privacy._errors import DecryptionError, KeyConfigError, KeyManagementError, PrivacyError
 from privacy._files import decrypt_file, encrypt_file
 from privacy._keys import DataKey, Keyring, Kms, LocalKms, keyring_from_settings
 from privacy._masking import mask_array, mask_value
+from privacy._psi import (
+    PSI_ELEMENTS,
+    PSI_FORMAT_VERSION,
+    NormalizedSet,
+    PsiClientSession,
+    PsiError,
+    PsiOutcome,
+    PsiPolicyError,
+    PsiRequest,
+    PsiResponse,
+    normalize_identifiers,
+    psi_bucket_of,
+    psi_serve,
+)
+from privacy._sm2 import (
+    DEFAULT_SIGNER_ID,
+    SignatureError,
+    Sm2KeyPair,
+    generate_sm2_keypair,
+    load_or_create_signing_key,
+    sm2_sign,
+    sm2_verify,
+    sm2_z_a,
+)
 from privacy._sm4 import (
     CELL_OVERHEAD_BYTES,
     FORMAT_VERSION,
@@ -30,24 +64,52 @@ from privacy._tokens import TOKEN_HEX_CHARS, normalise_identifiers, token_column
 
 __all__ = [
     "CELL_OVERHEAD_BYTES",
+    "DEFAULT_SIGNER_ID",
     "FORMAT_VERSION",
+    "GENESIS_HASH",
+    "PSI_ELEMENTS",
+    "PSI_FORMAT_VERSION",
     "TOKEN_HEX_CHARS",
+    "AuditChain",
+    "AuditEntry",
+    "AuditError",
+    "AuditStore",
+    "Checkpoint",
     "DataKey",
     "DecryptionError",
+    "InMemoryAuditStore",
     "KeyConfigError",
     "KeyManagementError",
     "Keyring",
     "Kms",
     "LocalKms",
+    "NormalizedSet",
     "PrivacyError",
+    "PsiClientSession",
+    "PsiError",
+    "PsiOutcome",
+    "PsiPolicyError",
+    "PsiRequest",
+    "PsiResponse",
+    "SignatureError",
+    "Sm2KeyPair",
+    "VerifyReport",
     "decrypt_column",
     "decrypt_file",
     "encrypt_column",
     "encrypt_file",
+    "generate_sm2_keypair",
     "keyring_from_settings",
+    "load_or_create_signing_key",
     "mask_array",
     "mask_value",
     "normalise_identifiers",
+    "normalize_identifiers",
+    "psi_bucket_of",
+    "psi_serve",
+    "sm2_sign",
+    "sm2_verify",
+    "sm2_z_a",
     "sm3_file",
     "sm3_hex",
     "sm4_block_encrypt",
