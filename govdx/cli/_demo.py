@@ -67,12 +67,36 @@ def demo_command(
         return
     summary = catalog_summary(settings)
     failed = [o for o in outcomes if o["state"] != "success"]
-    if as_json:
-        print_json({"ingests": outcomes, "catalog": summary})
-    else:
+    if not as_json:
         print_summary(summary)
+    steps: dict[str, dict] = {}
+    if not failed:
+        try:
+            steps = sandbox_steps(settings, files, workdir=workdir, quiet=as_json)
+        except GovdxError as exc:
+            fail(exc)
+            return
+    if as_json:
+        print_json({"ingests": outcomes, "catalog": summary, "sandbox": steps})
     if failed:
         fail(f"{len(failed)} ingest(s) failed: " + "; ".join(f"{o['dataset']}: {o['error']}" for o in failed))
+
+
+def sandbox_steps(settings, files, *, workdir: Path, quiet: bool) -> dict[str, dict]:
+    """The demo's sandbox steps after ingestion (requester side kept in ``workdir/bank``)."""
+    from govdx.demo._scenario import psi_step
+
+    steps = {}
+    if not quiet:
+        console.print("[bold]sandbox[/] 银税互动: the bank asks how many of its applicants pay "
+                      "tax here (PSI, cardinality only; 税务局 steward + reviewer approve)")
+    psi = psi_step(settings, files.bank_applicants, workdir=workdir / "bank")
+    steps["psi"] = psi
+    if not quiet:
+        console.print(f"  job {psi['job_id'][:8]}… {psi['state']}: {psi['cardinality']:,} of the "
+                      f"bank's {psi['applicants']:,} applicants are taxpayers (交集数量); the bank's "
+                      "list never left the bank, no tax row left the sandbox")
+    return steps
 
 
 def catalog_summary(settings) -> list[dict]:
@@ -117,4 +141,5 @@ def print_summary(summary: list[dict]) -> None:
         for u in d["upstream"]:
             console.print(f"  {u[:48]}… → {d['code']}", highlight=False)
     console.print("Next: [cyan]govdx catalog show SCJG-0001[/], [cyan]govdx quarantine show "
-                  "SCJG-0001[/], [cyan]govdx lineage show SCJG-0001[/]")
+                  "SCJG-0001[/], [cyan]govdx lineage show SCJG-0001[/], [cyan]govdx audit "
+                  "verify[/]")

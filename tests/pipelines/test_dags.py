@@ -93,3 +93,5 @@ def test_demo_end_to_end_small(tmp_path):
     assert all(d["upstream"] for d in out["catalog"])
     assert (home / "demo" / "data" / "bank_applicants.csv").exists()
     assert not (home / "lakehouse" / "bank_applicants").exists()
+    psi = out["sandbox"]["psi"]
+    assert psi["state"] == "succeeded" and 0 < psi["cardinality"] <= psi["applicants"]
