@@ -43,6 +43,16 @@ new_run_id = catalog.new_run_id
 JOB_PREFIX = "ingest."
 
 
+def pipeline_keyring(settings: Settings, code: str) -> Keyring:
+    """The keyring with key creation, rotation and decryption events going to the audit log."""
+    from sandbox import Auditor
+
+    with catalog.session_scope(settings.catalog_db_url):  # migrated before the auditor opens it
+        pass
+    auditor = Auditor(catalog.open_catalog(settings.catalog_db_url), settings.keys_dir)
+    return keyring_from_settings(settings, audit=auditor.callback("pipeline", f"dataset:{code}"))
+
+
 def lakehouse_of(settings: Settings) -> Lakehouse:
     return Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
 
@@ -130,7 +140,7 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     emit_lineage(
         settings, contract, event_type="START", run_id=run_id, source_name=source.name, digest=None
     )
-    keyring = keyring_from_settings(settings)
+    keyring = pipeline_keyring(settings, contract.code)
     landed = land(source, dataset_code=contract.code, landing_dir=settings.landing_dir, keyring=keyring)
     report("land", f"{source.name}: {landed.size_bytes:,} bytes, SM3 {landed.digest[:12]}…"
            + ("" if landed.newly_landed else " (already landed)"))
@@ -198,7 +208,7 @@ def task_transform(contract_path: str, landed: dict, *, settings: Settings, run_
         SourceError: the file cannot be read as declared (names file, row, column).
     """
     contract = load_contract(contract_path)
-    keyring = keyring_from_settings(settings)
+    keyring = pipeline_keyring(settings, contract.code)
     lf = LandedFile(**landed)
     data = read_landed(lf, keyring=keyring)
     protected, quarantine, counts = transform(

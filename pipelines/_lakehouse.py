@@ -109,16 +109,19 @@ class Lakehouse:
         return None if dt is None else _to_arrow(dt)
 
     # --- writes -----------------------------------------------------------------------------
-    def commit(self, name: str, table: pa.Table, *, digest: str, run_id: str) -> CommitResult:
+    def commit(
+        self, name: str, table: pa.Table, *, digest: str, run_id: str, force: bool = False
+    ) -> CommitResult:
         """Write ``table`` as the dataset's new version (a full snapshot, mode overwrite).
 
         Idempotent per source: if a version already came from ``digest``, nothing is written
-        and that version is returned with ``created=False``.
+        and that version is returned with ``created=False`` — unless ``force`` (a re-encryption
+        of the same data under a new key writes a new version from the same source).
 
         Raises:
             CommitError: the Delta write failed; the previous version is untouched.
         """
-        existing = self.version_of_digest(name, digest)
+        existing = None if force else self.version_of_digest(name, digest)
         if existing is not None:
             return CommitResult(name, existing, table.num_rows, created=False)
         props = CommitProperties(custom_metadata={DIGEST_KEY: digest, RUN_KEY: run_id})

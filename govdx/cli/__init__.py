@@ -20,6 +20,7 @@ from govdx.cli._catalog import catalog_app, lineage_app
 from govdx.cli._client import client_app
 from govdx.cli._demo import demo_command
 from govdx.cli._ingest import ingest_command
+from govdx.cli._keys import keys_app, publish_command
 from govdx.cli._quarantine import quarantine_app
 from govdx.cli._sandbox import sandbox_app, users_app
 
@@ -41,10 +42,16 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(users_app, name="users")
 app.add_typer(client_app, name="client")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+catalog_app.command("publish")(publish_command)
 
 
 def main() -> None:
     """Entry point of the ``govdx`` console script."""
+    import warnings
+
+    # pyspark (pulled in by great-expectations) warns about pandas 3 on import; not ours to fix
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyspark\..*")
     app()
 
 
