@@ -41,7 +41,7 @@ NAMING_CONVENTION = {
 }
 
 #: Modules that define models on :class:`Base`; imported before comparing or autogenerating.
-MODEL_MODULES: list[str] = ["catalog._models"]
+MODEL_MODULES: list[str] = ["catalog._models", "sandbox._models", "quality._models", "sandbox._ledger"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -195,7 +195,7 @@ def migrate(url: str | Engine) -> None:
                 conn.commit()
             try:
                 with conn.begin():
-                    command.upgrade(_alembic_config(conn), "head")
+                    command.upgrade(_alembic_config(conn), "heads")
                     if sqlite:
                         bad = conn.execute(text("PRAGMA foreign_key_check")).fetchall()
                         if bad:

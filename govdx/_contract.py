@@ -308,7 +308,7 @@ class Contract(_Strict):
         if base_dir is not None:
             data["base_dir"] = str(base_dir)
         try:
-            return cls.model_validate(data)
+            contract = cls.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             key = ".".join(str(p) for p in first["loc"]) or None
@@ -321,6 +321,11 @@ class Contract(_Strict):
             if more:
                 msg += f" (and {more} more error{'s' if more > 1 else ''})"
             raise ContractError(msg, path=where, key=key) from exc
+        if contract.quality.model_extra:  # quality rules are checked before any data moves
+            from quality._spec import check_contract
+
+            check_contract(contract, path=where)
+        return contract
 
 
 def load_contract(path: str | Path) -> Contract:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import catalog
+import quality
 from govdx import Contract, Settings, load_contract
 from pipelines._cast import cast_table
 from pipelines._errors import IngestError
@@ -189,6 +190,7 @@ def transform(data: bytes, contract: Contract, *, file: str, keyring: Keyring, r
         "rows_quarantined": result.rows_quarantined,
         "pass_rate": result.pass_rate,
         "encoding": raw.encoding,
+        "scores": result.scores.to_dict() if result.scores is not None else None,
     }
     gate_error = None
     try:
@@ -261,6 +263,8 @@ def task_register(contract_path: str, landed: dict, staged: dict, committed: dic
             source_bytes=landed["size_bytes"],
             run_id=run_id,
         )
+        if staged.get("scores"):
+            quality.record_quality(session=s, dataset_version=version, scores=staged["scores"])
         emit_lineage(settings, contract, event_type="COMPLETE", run_id=run_id,
                      source_name=landed["source_name"], digest=landed["digest"], session=s)
         out = {"dataset": contract.code, "delta_version": version.delta_version}

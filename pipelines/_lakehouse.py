@@ -149,7 +149,11 @@ class Lakehouse:
         props = CommitProperties(custom_metadata={DIGEST_KEY: digest, RUN_KEY: run_id})
         try:
             write_deltalake(
-                self.quarantine_uri(name), rows, mode="append", commit_properties=props
+                self.quarantine_uri(name),
+                rows,
+                mode="append",
+                schema_mode="merge",  # new reject columns (rule, dimension) join older tables
+                commit_properties=props,
             )
         except (DeltaError, OSError, pa.ArrowException) as exc:
             raise CommitError(f"quarantine write of {name!r} failed: {exc}") from exc

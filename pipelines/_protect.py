@@ -64,6 +64,8 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("value_masked", pa.string()),
         pa.field("value_encrypted", pa.binary()),
         pa.field("reason", pa.string()),
+        pa.field("rule", pa.string()),
+        pa.field("dimension", pa.string()),
     ]
 )
 
@@ -77,7 +79,8 @@ def protect_rejects(
     to recover through a pipeline run); other values stay as read.
 
     Returns:
-        pyarrow.Table in :data:`QUARANTINE_SCHEMA`.
+        pyarrow.Table in :data:`QUARANTINE_SCHEMA`; ``rule`` and ``dimension`` (GB/T 36344 term)
+        are carried from the rejects, null when the rejects lack those columns.
     """
     n = rejects.num_rows
     values = rejects["value"].combine_chunks() if n else pa.array([], pa.string())
@@ -100,6 +103,12 @@ def protect_rejects(
             "value_masked": masked,
             "value_encrypted": encrypted,
             "reason": rejects["reason"],
+            "rule": _optional(rejects, "rule", n),
+            "dimension": _optional(rejects, "dimension", n),
         },
         schema=QUARANTINE_SCHEMA,
     )
+
+
+def _optional(rejects: pa.Table, name: str, n: int) -> pa.ChunkedArray | pa.Array:
+    return rejects[name].cast(pa.string()) if name in rejects.column_names else pa.nulls(n, pa.string())

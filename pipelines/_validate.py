@@ -1,14 +1,19 @@
 """Validate step (校验): the row-level checks of the ingest pipeline and the quality gate.
 
-Today: required values and types (found while casting) and primary-key uniqueness. The quality
-package plugs its expectation suites in here; whatever checks run, the outcome has one shape:
-rows that pass go on, every failing row goes to quarantine with its reason(s), and
-``rows_in == rows passed + rows quarantined`` always holds.
+The checks are the contract's quality suite (:func:`quality.check_table`): required values and
+types (found while casting, carried in as prior rejects), primary-key uniqueness, the element
+checks (GB 11643 resident IDs, GB 32100 USCCs, GB/T 2260 region codes, phones, dates, amounts),
+cross-field consistency and the steward's Great Expectations, run through a GX validation
+definition. Whatever checks run, the outcome has one shape: rows that pass go on (normalised:
+lower-case ``x`` → ``X``), every failing row goes to quarantine with its rule(s), reason(s) and
+GB/T 36344 dimension, and ``rows_in == rows passed + rows quarantined`` always holds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +28,8 @@ REJECT_SCHEMA = pa.schema(
         pa.field("field", pa.string()),
         pa.field("value", pa.string()),
         pa.field("reason", pa.string()),
+        pa.field("rule", pa.string()),
+        pa.field("dimension", pa.string()),
     ]
 )
 
@@ -32,15 +39,23 @@ class ValidationResult:
     """Rows that passed and the reasons of those that did not.
 
     Attributes:
-        passed: pyarrow.Table[rows × (contract fields + ``_row``)], typed.
-        rejects: pyarrow.Table[_row int64, field string, value string, reason string]; one row
-            per broken rule; plaintext values, kept in memory only (masked before storage).
+        passed: pyarrow.Table[rows × (contract fields + ``_row``)], typed, normalised.
+        rejects: pyarrow.Table[_row int64, field, value, reason, rule, dimension (string)]; one
+            row per broken rule; plaintext values, kept in memory only (masked before storage).
         rows_in: data rows read from the source.
+        findings: same schema as ``rejects``: non-rejecting findings (e.g. a lower-case ``x``
+            normalised, an unknown region code in a non-strict contract); the rows passed.
+        scores: :class:`quality.QualityScores` (per-dimension pass rates, per-rule counts),
+            ``None`` when built by hand.
+        gx_result: the Great Expectations validation result (for Data Docs), or ``None``.
     """
 
     passed: pa.Table
     rejects: pa.Table
     rows_in: int
+    findings: pa.Table = field(default_factory=lambda: REJECT_SCHEMA.empty_table())
+    scores: Any = None
+    gx_result: Any = None
 
     @property
     def rows_quarantined(self) -> int:
@@ -95,32 +110,52 @@ def duplicate_key_rejects(table: pa.Table, contract: Contract) -> pa.Table:
                 [f"duplicate primary key (主键重复): {', '.join(keys)}"] * dups.num_rows,
                 pa.string(),
             ),
+            "rule": pa.array([f"{','.join(keys)}.primary_key.unique"] * dups.num_rows, pa.string()),
+            "dimension": pa.array(["唯一性"] * dups.num_rows, pa.string()),
         },
         schema=REJECT_SCHEMA,
     )
 
 
 def validate(
-    table: pa.Table, contract: Contract, *, rows_in: int, prior_rejects: pa.Table | None = None
+    table: pa.Table,
+    contract: Contract,
+    *,
+    rows_in: int,
+    prior_rejects: pa.Table | None = None,
+    as_of: date | None = None,
 ) -> ValidationResult:
-    """Apply the row-level checks to a typed table.
+    """Apply the contract's quality suite to a typed table (see :func:`quality.check_table`).
 
     Args:
         table: typed rows that survived parsing and casting, with ``_row``.
         contract: the dataset contract.
         rows_in: data rows read from the source (parsed + unreadable).
-        prior_rejects: rejects of the parse and cast steps, carried into the result.
+        prior_rejects: rejects of the parse and cast steps ``[_row, field, value, reason]``,
+            carried into the result with rule ``<field>.required`` (完整性) or ``<field>.type``
+            (规范性).
+        as_of: the ingestion date for date rules (default: today, Asia/Shanghai).
 
     Returns:
-        A :class:`ValidationResult` whose ``rejects`` hold every reason found so far.
+        A :class:`ValidationResult` whose ``rejects`` hold every reason found so far and whose
+        ``scores`` hold the GB/T 36344 dimension pass rates.
+
+    Raises:
+        AssertionError: rows were lost (``rows_in != passed + quarantined``).
     """
-    found = [r for r in (prior_rejects, duplicate_key_rejects(table, contract)) if r is not None]
-    rejects = pa.concat_tables([r.cast(REJECT_SCHEMA) for r in found]) if found else empty_rejects()
+    from quality import check_table
+
+    outcome = check_table(table, contract, rows_in=rows_in, prior_rejects=prior_rejects,
+                          as_of=as_of)
+    rejects = outcome.rejects.cast(REJECT_SCHEMA)
+    checked = outcome.table
     if rejects.num_rows:
-        passed = table.filter(pc.invert(pc.is_in(table[ROW], value_set=rejects[ROW])))
+        passed = checked.filter(pc.invert(pc.is_in(checked[ROW], value_set=rejects[ROW])))
     else:
-        passed = table
-    result = ValidationResult(passed=passed, rejects=rejects, rows_in=rows_in)
+        passed = checked
+    result = ValidationResult(passed=passed, rejects=rejects, rows_in=rows_in,
+                              findings=outcome.findings.cast(REJECT_SCHEMA),
+                              scores=outcome.scores, gx_result=outcome.gx_result)
     result.check_invariant()
     return result
 

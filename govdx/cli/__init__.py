@@ -21,6 +21,7 @@ from govdx.cli._client import client_app
 from govdx.cli._demo import demo_command
 from govdx.cli._ingest import ingest_command
 from govdx.cli._keys import keys_app, publish_command
+from govdx.cli._quality import quality_app
 from govdx.cli._quarantine import quarantine_app
 from govdx.cli._sandbox import sandbox_app, users_app
 
@@ -43,6 +44,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(client_app, name="client")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(quality_app, name="quality")
 catalog_app.command("publish")(publish_command)
 
 
