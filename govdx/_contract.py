@@ -114,6 +114,8 @@ class Source(_Strict):
         delimiter: CSV delimiter, one character.
         tree_children: JSON tree: the key holding child nodes; every node becomes a row with
             ``parent_<first field>`` style parent key and ``level`` (1 = root) columns.
+        allow_empty: accept a delivery with no data rows (an empty table version); by default
+            such a file is refused, since it usually means a failed export.
     """
 
     path: str
@@ -125,6 +127,7 @@ class Source(_Strict):
     fill_merged: bool = False
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     tree_children: str | None = None
+    allow_empty: bool = False
 
 
 class Share(_Strict):
@@ -283,6 +286,19 @@ class Contract(_Strict):
         if not p.is_absolute() and self.base_dir:
             p = Path(self.base_dir) / p
         return p.resolve()
+
+    def definition_digest(self) -> str:
+        """SM3 hex digest of the definition, source path excluded (same layout, same fields).
+
+        Two contracts with equal digests turn the same bytes into the same table version; a
+        change of a field's grade, type or source layout changes the digest.
+        """
+        import hashlib
+        import json
+
+        doc = self.model_dump(mode="json", exclude={"base_dir": True, "source": {"path"}})
+        canonical = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.new("sm3", canonical.encode("utf-8")).hexdigest()
 
     def with_source(self, path: str | Path) -> Contract:
         """A copy of this contract reading another file of the same layout."""

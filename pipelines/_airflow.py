@@ -21,6 +21,7 @@ from pathlib import Path
 import pendulum
 
 from govdx import Settings
+from govdx._locks import home_lock
 from pipelines._errors import IngestError
 
 _MIGRATED_MARKER = ".govdx-migrated"
@@ -82,6 +83,12 @@ def configure_airflow(settings: Settings) -> Path:
         )
     os.environ["_GOVDX_AIRFLOW_HOME"] = str(home)
     marker = home / _MIGRATED_MARKER
+    with home_lock(settings.home, "airflow-migrate"):
+        _migrate_once(marker)
+    return home
+
+
+def _migrate_once(marker: Path) -> None:
     if not marker.exists():
         airflow_bin = Path(sys.executable).parent / "airflow"
         proc = subprocess.run(
@@ -90,7 +97,6 @@ def configure_airflow(settings: Settings) -> Path:
         if proc.returncode != 0:
             raise IngestError(f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         marker.write_text("ok\n")
-    return home
 
 
 @dataclass

@@ -46,11 +46,12 @@ def _guarded(fn):
     return wrapper
 
 
-def build_ingest_dag(contract_path: str | Path) -> DAG:
+def build_ingest_dag(contract_path: str | Path, *, scheduled: bool = True) -> DAG:
     """Build the ingest DAG of one contract file.
 
     Args:
         contract_path: the contract YAML; read once here for the DAG id, schedule and tags.
+        scheduled: False for a one-off run's contract (no schedule, manual runs only).
 
     Returns:
         The Airflow ``DAG`` (``dag.test()`` runs it in-process).
@@ -66,7 +67,7 @@ def build_ingest_dag(contract_path: str | Path) -> DAG:
 
     @dag(
         dag_id=did,
-        schedule=SCHEDULES[contract.update_cycle],
+        schedule=SCHEDULES[contract.update_cycle] if scheduled else None,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
@@ -129,6 +130,10 @@ def build_ingest_dag(contract_path: str | Path) -> DAG:
 def load_contract_dags(contracts_dir: str | Path) -> dict[str, DAG]:
     """One DAG per ``*.yaml`` contract in ``contracts_dir`` (the home's contract registry).
 
+    Contracts of runs in flight (``contracts_dir/runs/``, written by ``govdx ingest`` before a
+    contract is registered) also get an unscheduled DAG when their code has none yet, so that
+    Airflow knows the DAG id of a first ingest.
+
     Raises:
         govdx.ContractError: a registered contract is invalid; Airflow shows it as the DAG
             file's import error, naming the contract file and key.
@@ -137,4 +142,7 @@ def load_contract_dags(contracts_dir: str | Path) -> dict[str, DAG]:
     for path in sorted(Path(contracts_dir).glob("*.yaml")):
         d = build_ingest_dag(path)
         dags[d.dag_id] = d
+    for path in sorted(Path(contracts_dir).glob("runs/*.yaml")):
+        d = build_ingest_dag(path, scheduled=False)
+        dags.setdefault(d.dag_id, d)
     return dags

@@ -16,6 +16,7 @@ Ingesting the same bytes again is a no-op: no new Delta version, no new catalog 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import catalog
 import quality
 from govdx import Contract, Settings, load_contract
 from pipelines._cast import cast_table
-from pipelines._errors import IngestError
+from pipelines._errors import IngestError, SourceError
 from pipelines._lakehouse import Lakehouse
 from pipelines._land import LandedFile, land, read_landed
 from pipelines._parse import map_columns, read_source
@@ -147,21 +148,44 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
            + ("" if landed.newly_landed else " (already landed)"))
     with catalog.session_scope(settings.catalog_db_url) as s:
         try:
-            existing = catalog.version_by_digest(
-                session=s, code=contract.code, source_digest=landed.digest
-            )
+            ds = catalog.get_dataset(session=s, code=contract.code)
+            current = catalog.current_version(session=s, code=contract.code)
+            registered = ds.contract_yaml
         except catalog.DatasetNotFound:
-            existing = None
-        current = catalog.current_version(session=s, code=contract.code) if existing else None
-    already = existing is not None
+            current, registered = None, None
+    same_definition = registered is not None and (
+        registered_definition(registered, contract.code) == contract.definition_digest()
+    )
+    already = current is not None and current.source_digest == landed.digest and same_definition
     if already:
-        report("land", f"these bytes are already version {existing.delta_version}: nothing to do")
+        report("land", f"these bytes are already the current version {current.delta_version} "
+               "under this contract: nothing to do")
+    elif current is not None and current.source_digest == landed.digest:
+        report("land", "same bytes as the current version but the contract changed: re-ingesting")
     return {
         "run_id": run_id,
         "landed": landed.to_dict(),
         "already_committed": already,
         "current_version": current.delta_version if current else None,
     }
+
+
+def registered_definition(contract_yaml: str, code: str) -> str | None:
+    """Definition digest of a contract as registered in the catalog (None if unreadable)."""
+    import yaml
+
+    try:
+        return Contract.from_dict(yaml.safe_load(contract_yaml), path=f"catalog:{code}").definition_digest()
+    except Exception:  # a registered contract from an older govdx: treat as different
+        return None
+
+
+def raw_columns_matched(raw: pa.Table, field) -> set[str]:
+    """``{field.name}`` if one of the field's source candidates is a column of ``raw``."""
+    from pipelines._parse import WHITESPACE
+
+    cols = {c.strip(WHITESPACE) for c in raw.column_names}
+    return {field.name} if any(c.strip(WHITESPACE) in cols for c in field.source_candidates()) else set()
 
 
 def transform(data: bytes, contract: Contract, *, file: str, keyring: Keyring, run_id: str,
@@ -174,6 +198,20 @@ def transform(data: bytes, contract: Contract, *, file: str, keyring: Keyring, r
     """
     t0 = time.perf_counter()
     raw = read_source(Path(file), contract.source, data=data)
+    if raw.rows_in == 0 and not contract.source.allow_empty:
+        raise SourceError(
+            "no data rows below the header (无数据行): refusing to replace the table with an "
+            "empty version; set source.allow_empty: true if an empty delivery is legitimate",
+            file=file,
+        )
+    missing = [
+        f.name
+        for f in contract.fields
+        if not f.required and f.name not in raw_columns_matched(raw.table, f)
+    ]
+    if missing:
+        report("transform", f"warning: no source column for optional field(s) {missing}: "
+               "stored as NULL (可选字段未找到对应列)")
     mapped = map_columns(raw.table, contract, file=file)
     cast = cast_table(mapped, contract)
     prior = pa.concat_tables([raw.rejects.select([ROW, "field", "value", "reason"]),
@@ -202,8 +240,13 @@ def transform(data: bytes, contract: Contract, *, file: str, keyring: Keyring, r
     return protected, quarantine, counts
 
 
-def task_transform(contract_path: str, landed: dict, *, settings: Settings, run_id: str) -> dict:
+def task_transform(contract_path: str, landed: dict, *, settings: Settings, run_id: str,
+                   engine: str | None = None) -> dict:
     """Task 2: read the landed bytes, transform, store quarantine rows, stage the protected table.
+
+    ``engine``: ``duckdb`` (embedded, :func:`transform`) or ``spark`` (the same steps on PySpark
+    at ``settings.spark_master``, :func:`pipelines._spark.transform_on_spark`); default
+    ``settings.engine``.
 
     Raises:
         QualityGateError: pass rate under the contract's threshold (quarantine is kept).
@@ -213,7 +256,12 @@ def task_transform(contract_path: str, landed: dict, *, settings: Settings, run_
     keyring = pipeline_keyring(settings, contract.code)
     lf = LandedFile(**landed)
     data = read_landed(lf, keyring=keyring)
-    protected, quarantine, counts = transform(
+    run = transform
+    if (engine or settings.engine) == "spark":
+        from pipelines._spark import transform_on_spark
+
+        run = functools.partial(transform_on_spark, master=settings.spark_master)
+    protected, quarantine, counts = run(
         data, contract, file=lf.source_name, keyring=keyring, run_id=run_id, digest=lf.digest
     )
     lakehouse_of(settings).append_quarantine(contract.name, quarantine, digest=lf.digest,
@@ -238,7 +286,8 @@ def task_commit(contract_path: str, landed: dict, staged: dict, *, settings: Set
     contract = load_contract(contract_path)
     table = pq.read_table(staged["staged"])
     result = lakehouse_of(settings).commit(contract.name, table, digest=landed["digest"],
-                                           run_id=run_id)
+                                           run_id=run_id,
+                                           definition=contract.definition_digest())
     report("commit", f"Delta version {result.version} of {contract.name}"
            + ("" if result.created else " (already committed)"))
     return result.to_dict()
@@ -287,8 +336,11 @@ class IngestOutcome:
     rows_quarantined: int = 0
 
 
-def ingest(contract_path: str | Path, *, settings: Settings, run_id: str | None = None) -> IngestOutcome:
+def ingest(contract_path: str | Path, *, settings: Settings, run_id: str | None = None,
+           engine: str | None = None) -> IngestOutcome:
     """Run the four tasks in this process without Airflow (tests, benchmarks, fallbacks).
+
+    ``engine``: ``duckdb`` or ``spark`` for the transform task (default ``settings.engine``).
 
     Raises:
         IngestError: any step failed; the FAIL lineage event is recorded first.
@@ -303,7 +355,8 @@ def ingest(contract_path: str | Path, *, settings: Settings, run_id: str | None 
                          run_id=run_id, source_name=lf["source_name"], digest=lf["digest"])
             return IngestOutcome(run_id, load_contract(contract_path).code, lf["digest"],
                                  created=False, version=landed["current_version"])
-        staged = task_transform(contract_path, lf, settings=settings, run_id=run_id)
+        staged = task_transform(contract_path, lf, settings=settings, run_id=run_id,
+                                engine=engine)
         committed = task_commit(contract_path, lf, staged, settings=settings, run_id=run_id)
         reg = task_register(contract_path, lf, staged, committed, settings=settings, run_id=run_id)
     except Exception as exc:

@@ -36,6 +36,7 @@ def _to_arrow(dt: DeltaTable) -> pa.Table:
         return pa.schema(dt.schema().to_arrow()).empty_table()
     return pq.read_table(files)
 RUN_KEY = "govdx.run_id"
+DEFINITION_KEY = "govdx.contract_definition"
 
 
 @dataclass(frozen=True)
@@ -110,21 +111,37 @@ class Lakehouse:
 
     # --- writes -----------------------------------------------------------------------------
     def commit(
-        self, name: str, table: pa.Table, *, digest: str, run_id: str, force: bool = False
+        self,
+        name: str,
+        table: pa.Table,
+        *,
+        digest: str,
+        run_id: str,
+        definition: str | None = None,
+        force: bool = False,
     ) -> CommitResult:
         """Write ``table`` as the dataset's new version (a full snapshot, mode overwrite).
 
-        Idempotent per source: if a version already came from ``digest``, nothing is written
-        and that version is returned with ``created=False`` — unless ``force`` (a re-encryption
-        of the same data under a new key writes a new version from the same source).
+        Idempotent per delivery: if the *latest* version came from the same source ``digest``
+        under the same contract ``definition`` digest, nothing is written and that version is
+        returned with ``created=False`` (this is also how a run whose catalog registration
+        failed finds its commit again). Older versions with that digest do not count: sending
+        last month's file again restores its content as a new version. ``force`` always writes
+        (re-encryption under a new key).
 
         Raises:
             CommitError: the Delta write failed; the previous version is untouched.
         """
-        existing = None if force else self.version_of_digest(name, digest)
-        if existing is not None:
-            return CommitResult(name, existing, table.num_rows, created=False)
-        props = CommitProperties(custom_metadata={DIGEST_KEY: digest, RUN_KEY: run_id})
+        if not force:
+            latest = self.latest_commit(name)
+            if latest is not None and latest.get(DIGEST_KEY) == digest and (
+                definition is None or latest.get(DEFINITION_KEY) == definition
+            ):
+                return CommitResult(name, int(latest["version"]), table.num_rows, created=False)
+        meta = {DIGEST_KEY: digest, RUN_KEY: run_id}
+        if definition:
+            meta[DEFINITION_KEY] = definition
+        props = CommitProperties(custom_metadata=meta)
         try:
             write_deltalake(
                 self.table_uri(name),
@@ -138,6 +155,14 @@ class Lakehouse:
         version = self.current_version(name)
         assert version is not None
         return CommitResult(name, version, table.num_rows, created=True)
+
+    def latest_commit(self, name: str) -> dict | None:
+        """The Delta log entry (commit info) of the latest version, or None without a table."""
+        dt = self._open(self.table_uri(name))
+        if dt is None:
+            return None
+        history = dt.history(1)
+        return history[0] if history else None
 
     def append_quarantine(self, name: str, rows: pa.Table, *, digest: str, run_id: str) -> None:
         """Append rejected rows (already masked/encrypted) to the dataset's quarantine table.

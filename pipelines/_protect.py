@@ -84,16 +84,25 @@ def protect_rejects(
     """
     n = rejects.num_rows
     values = rejects["value"].combine_chunks() if n else pa.array([], pa.string())
+    reasons = rejects["reason"].combine_chunks() if n else pa.array([], pa.string())
     masked = values
     encrypted = pa.nulls(n, pa.binary())
     key = keyring.current(contract.code) if n else None
-    for f in contract.protected_fields:
-        mask = pc.equal(rejects["field"], f.name)
+    # Row-level rejects (field null: an unreadable line) hold the whole raw line: when the
+    # dataset has any protected field, they are treated as protected too.
+    targets = [(f.name, f.element) for f in contract.protected_fields]
+    if targets and n:
+        targets.append((None, None))
+    for name, element in targets:
+        mask = pc.is_null(rejects["field"]) if name is None else pc.equal(rejects["field"], name)
+        mask = pc.fill_null(mask, False)
         if not pc.any(mask).as_py():
             continue
-        masked = pc.if_else(mask, mask_array(values, f.element), masked)
-        enc = encrypt_column(values, key=key, dataset=contract.code, column=f"quarantine.{f.name}")
+        masked = pc.if_else(mask, mask_array(values, element), masked)
+        column = f"quarantine.{name or '_row'}"
+        enc = encrypt_column(values, key=key, dataset=contract.code, column=column)
         encrypted = pc.if_else(mask, enc.cast(pa.binary()), encrypted)
+        reasons = pc.if_else(mask, _scrub(reasons, values, masked), reasons)
     return pa.table(
         {
             "run_id": pa.array([run_id] * n, pa.string()),
@@ -102,12 +111,23 @@ def protect_rejects(
             "field": rejects["field"],
             "value_masked": masked,
             "value_encrypted": encrypted,
-            "reason": rejects["reason"],
+            "reason": reasons,
             "rule": _optional(rejects, "rule", n),
             "dimension": _optional(rejects, "dimension", n),
         },
         schema=QUARANTINE_SCHEMA,
     )
+
+
+def _scrub(reasons: pa.Array, values: pa.Array, masked: pa.Array) -> pa.Array:
+    """Reasons with the plaintext value replaced by its masked form (reasons may quote it).
+
+    One Python step per reject of a protected field: rejects are the exceptions, not the bulk.
+    """
+    out = []
+    for r, v, m in zip(reasons.to_pylist(), values.to_pylist(), masked.to_pylist(), strict=True):
+        out.append(r.replace(v, m or "***") if r and v else r)
+    return pa.array(out, pa.string())
 
 
 def _optional(rejects: pa.Table, name: str, n: int) -> pa.ChunkedArray | pa.Array:

@@ -43,7 +43,8 @@ def demo_command(
 
     Example: govdx demo --rows 20000
     """
-    from govdx.cli._ingest import register_contract, run_ingest
+    from govdx._locks import home_lock
+    from govdx.cli._ingest import install_contract, run_ingest, stage_contract
     from govdx.demo import write_credit_demo
 
     settings = get_settings()
@@ -59,9 +60,14 @@ def demo_command(
         if public:
             contracts = [*contracts, *public_contracts()]
         outcomes = []
-        for c in contracts:
-            path = register_contract(c, settings=settings)
-            outcomes.append(run_ingest(path, settings=settings, airflow=airflow, quiet=as_json))
+        with home_lock(settings.home, "ingest"):
+            for c in contracts:
+                path = stage_contract(c, settings=settings)
+                outcome = run_ingest(path, settings=settings, airflow=airflow, quiet=as_json)
+                if outcome["state"] == "success":
+                    install_contract(path, settings=settings)
+                path.unlink(missing_ok=True)
+                outcomes.append(outcome)
     except GovdxError as exc:
         fail(exc)
         return

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from govdx import GovdxError, load_contract
+from govdx._locks import home_lock
 from govdx.cli._common import console, fail, get_settings, print_json
 
 
@@ -45,8 +46,13 @@ def ingest_command(
     settings = get_settings()
     try:
         c = load_contract(contract)
-        path = register_contract(contract, settings=settings, source=source)
-        outcome = run_ingest(path, settings=settings, airflow=airflow, quiet=as_json)
+        settings.ensure_home()
+        with home_lock(settings.home, "ingest", on_wait=_waiting):
+            path = stage_contract(contract, settings=settings, source=source)
+            outcome = run_ingest(path, settings=settings, airflow=airflow, quiet=as_json)
+            if outcome["state"] == "success" and source is None:
+                install_contract(path, settings=settings)
+            path.unlink(missing_ok=True)
     except GovdxError as exc:
         fail(exc)
         return
@@ -58,28 +64,48 @@ def ingest_command(
         raise typer.Exit(1)
 
 
-def register_contract(contract: Path, *, settings, source: Path | None = None) -> Path:
-    """Copy a valid contract into the home's registry (the DAG folder's input).
+def _waiting() -> None:
+    console.print("  another ingest is running in this GOVDX_HOME: waiting for it to finish…")
 
-    The copy's ``source.path`` is made absolute so the DAG finds the file from anywhere.
+
+def stage_contract(contract: Path, *, settings, source: Path | None = None) -> Path:
+    """Write this run's copy of a valid contract with an absolute ``source.path``.
+
+    The copy lives in ``$GOVDX_HOME/contracts/runs/`` (not scanned by the DAG file), so a
+    one-off ``--source`` or a failing run never changes the registered contract.
 
     Returns:
-        The registered contract path ``$GOVDX_HOME/contracts/<code>.yaml``.
+        The run copy's path.
     """
+    import uuid
+
     import yaml
 
     c = load_contract(contract)
     data = yaml.safe_load(Path(contract).read_text(encoding="utf-8"))
     data["source"]["path"] = str(source.resolve() if source else c.source_path())
-    settings.ensure_home()
-    dst = settings.contracts_dir / f"{c.code}.yaml"
-    text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
-    if not dst.exists() or dst.read_text(encoding="utf-8") != text:
-        tmp = dst.with_suffix(".yaml.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(dst)
+    runs = settings.contracts_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    dst = runs / f"{c.code}.{uuid.uuid4().hex[:12]}.yaml"
+    dst.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     load_contract(dst)
     return dst
+
+
+def install_contract(run_copy: Path, *, settings) -> Path:
+    """Register a contract that ingested successfully: ``$GOVDX_HOME/contracts/<code>.yaml``
+    (the DAG file makes one scheduled DAG per registered contract). Atomic replace."""
+    c = load_contract(run_copy)
+    dst = settings.contracts_dir / f"{c.code}.yaml"
+    tmp = dst.with_suffix(".yaml.tmp")
+    tmp.write_text(run_copy.read_text(encoding="utf-8"), encoding="utf-8")
+    tmp.replace(dst)
+    return dst
+
+
+def register_contract(contract: Path, *, settings, source: Path | None = None) -> Path:
+    """Stage a run copy of ``contract`` (kept for callers that ingest several contracts)."""
+    return stage_contract(contract, settings=settings, source=source)
 
 
 def run_ingest(contract_path: Path, *, settings, airflow: bool = True, quiet: bool = False) -> dict:

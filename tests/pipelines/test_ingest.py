@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -180,3 +181,80 @@ def test_missing_required_column_is_named(demo, settings, tmp_path):
     bad = _variant(tmp_path, contracts["enterprise_registry"], fields=c["fields"])
     with pytest.raises(IngestError, match="不存在的列"):
         ingest(bad, settings=settings)
+
+
+def _contract_for(tmp_path: Path, base: Path, source: Path, name: str = "c.yaml", **changes) -> Path:
+    c = yaml.safe_load(Path(base).read_text(encoding="utf-8"))
+    c["source"]["path"] = str(source)
+    c.update(changes)
+    out = tmp_path / name
+    out.write_text(yaml.safe_dump(c, allow_unicode=True), encoding="utf-8")
+    return out
+
+
+def test_resending_an_older_file_restores_it_as_a_new_version(demo, settings, tmp_path):
+    files, contracts = demo
+    lines = files.tax_payment.read_bytes().split(b"\r\n")
+    small = tmp_path / "small.csv"
+    small.write_bytes(b"\r\n".join(lines[:51]) + b"\r\n")
+    v0 = ingest(_contract_for(tmp_path, contracts["tax_payment"], files.tax_payment), settings=settings)
+    v1 = ingest(_contract_for(tmp_path, contracts["tax_payment"], small, "s.yaml"), settings=settings)
+    back = ingest(_contract_for(tmp_path, contracts["tax_payment"], files.tax_payment, "b.yaml"),
+                  settings=settings)
+    assert (v0.version, v1.version, back.version) == (0, 1, 2) and back.created
+    lake = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
+    assert lake.read("tax_payment").num_rows == v0.rows_committed
+
+
+def test_header_only_delivery_is_refused_and_table_kept(demo, settings, tmp_path):
+    files, contracts = demo
+    first = ingest(contracts["tax_payment"], settings=settings)
+    header_only = tmp_path / "header.csv"
+    header_only.write_bytes(files.tax_payment.read_bytes().split(b"\r\n")[0] + b"\r\n")
+    with pytest.raises(SourceError, match=r"header\.csv.*no data rows"):
+        ingest(_contract_for(tmp_path, contracts["tax_payment"], header_only), settings=settings)
+    lake = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
+    assert lake.read("tax_payment").num_rows == first.rows_committed
+
+
+def test_changed_classification_reingests_same_bytes(demo, settings, tmp_path):
+    files, contracts = demo
+    base = contracts["enterprise_registry"]
+    ingest(base, settings=settings)
+    c = yaml.safe_load(Path(base).read_text(encoding="utf-8"))
+    for f in c["fields"]:
+        if f["name"] == "region_code":
+            f.update(grade="core", pi="sensitive")
+    c["source"]["path"] = str(files.enterprise_registry)
+    p = tmp_path / "graded.yaml"
+    p.write_text(yaml.safe_dump(c, allow_unicode=True), encoding="utf-8")
+    again = ingest(p, settings=settings)
+    assert again.created and again.version == 1
+    t = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir).read("enterprise_registry", 1)
+    assert str(t.schema.field("region_code").type) == "binary"
+
+
+def test_quarantine_never_stores_sensitive_plaintext(demo, settings, tmp_path):
+    files, contracts = demo
+    rows = files.enterprise_registry.read_text(encoding="utf-8").splitlines()
+    header, first = rows[0], rows[1]
+    rid = first.split(",")[3].strip('"')
+    assert len(rid) == 18
+    bad_date = first.replace(first.split(",")[-1], "2021-02-30")
+    ragged = first + ",extra"
+    src = tmp_path / "bad.csv"
+    src.write_text("\n".join([header, *rows[2:40], bad_date, ragged]) + "\n", encoding="utf-8")
+    c = yaml.safe_load(Path(contracts["enterprise_registry"]).read_text(encoding="utf-8"))
+    for f in c["fields"]:
+        if f["name"] == "established_on":
+            f.update(grade="core")
+    c["source"]["path"] = str(src)
+    c["quality"]["min_pass_rate"] = 0.5
+    p = tmp_path / "q.yaml"
+    p.write_text(yaml.safe_dump(c, allow_unicode=True), encoding="utf-8")
+    ingest(p, settings=settings)
+    q = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir).read_quarantine("enterprise_registry")
+    text = json.dumps(q.drop_columns(["value_encrypted"]).to_pylist(), ensure_ascii=False, default=str)
+    assert rid not in text and "2021-02-30" not in text
+    stored = b"".join(f.read_bytes() for f in settings.quarantine_dir.rglob("*") if f.is_file())
+    assert rid.encode() not in stored and b"2021-02-30" not in stored
