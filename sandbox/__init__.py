@@ -43,6 +43,15 @@ from sandbox._disclosure import (
     release_digest,
     suppress_small_groups,
 )
+from sandbox._dp import (
+    DpPolicy,
+    DpQuery,
+    DpQueryComputation,
+    DpQueryParams,
+    budget_report,
+    demo_dp_step,
+    dp_policy,
+)
 from sandbox._errors import (
     JobNotFound,
     JobSpecError,
@@ -53,6 +62,19 @@ from sandbox._errors import (
     SandboxError,
     TransitionRefused,
     UserError,
+)
+from sandbox._he import HeSum, HeSumParams, PsiSum, PsiSumParams, decrypt_he_sum
+from sandbox._ledger import (
+    BudgetExceeded,
+    BudgetStatus,
+    DpBudget,
+    DpLedgerEntry,
+    LedgerError,
+    budget_status,
+    commit_spend,
+    mark_drawn,
+    reserve,
+    return_reservation,
 )
 from sandbox._models import (
     ROLES,
@@ -145,4 +167,28 @@ __all__ = [
     "run_in_worker",
     "sandbox_policy",
     "suppress_small_groups",
+    # differential privacy (docs/dp.md)
+    "BudgetExceeded",
+    "BudgetStatus",
+    "DpBudget",
+    "DpLedgerEntry",
+    "DpPolicy",
+    "DpQuery",
+    "DpQueryComputation",
+    "DpQueryParams",
+    "LedgerError",
+    "budget_report",
+    "budget_status",
+    "commit_spend",
+    "demo_dp_step",
+    "dp_policy",
+    "mark_drawn",
+    "reserve",
+    "return_reservation",
+    # homomorphic sums (docs/he.md)
+    "HeSum",
+    "HeSumParams",
+    "PsiSum",
+    "PsiSumParams",
+    "decrypt_he_sum",
 ]

@@ -58,6 +58,9 @@ class SandboxPolicy(BaseModel):
         memory_limit_mb: address-space limit of the worker, MiB (≥ 2048: pyarrow, duckdb and
             the deltalake (tokio) runtime map ~1.7 GiB of address space to read a table).
         approval_ttl_hours: hours a job may wait for approval before it expires.
+        dp: the differential-privacy block (budget caps, contribution bound, clamp bounds,
+            public group domains), validated by :func:`sandbox._dp.dp_policy` (docs/dp.md).
+        sum_columns: numeric columns psi_sum / he_sum may add up (None = none; docs/he.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,6 +76,8 @@ class SandboxPolicy(BaseModel):
     time_limit_seconds: float = Field(default=600.0, gt=0, le=86_400)
     memory_limit_mb: int = Field(default=2048, ge=2048)
     approval_ttl_hours: float = Field(default=72.0, gt=0)
+    dp: dict[str, Any] | None = None  # differential privacy; parsed by sandbox._dp.dp_policy
+    sum_columns: list[str] | None = None  # psi_sum / he_sum value columns (docs/he.md)
 
 
 def sandbox_policy(contract: Contract) -> SandboxPolicy:

@@ -326,44 +326,50 @@ class Sandbox:
             }
         )
         now = self.clock()
-        with self.factory.begin() as s:
-            s.add(
-                Job(
-                    id=job_id,
-                    requester=u.name,
-                    dataset_code=contract.code,
-                    delta_version=version,
-                    computation=comp.name,
-                    spec_json=pinned.model_dump_json(),
-                    state="submitted",
-                    decision_json=json.dumps(decision.to_dict(), ensure_ascii=False),
-                    inputs_json=json.dumps(digests),
-                    attempts=0,
-                    summary_json="{}",
-                    created_at=now,
-                    updated_at=now,
+        try:
+            with self.factory.begin() as s:
+                # e.g. the DP ledger reserves the job's ε/δ first, in this transaction
+                _hook(comp.name, "on_submit", s, job_id=job_id, requester=u.name,
+                      contract=contract, params=params, now=now)
+                s.add(
+                    Job(
+                        id=job_id,
+                        requester=u.name,
+                        dataset_code=contract.code,
+                        delta_version=version,
+                        computation=comp.name,
+                        spec_json=pinned.model_dump_json(),
+                        state="submitted",
+                        decision_json=json.dumps(decision.to_dict(), ensure_ascii=False),
+                        inputs_json=json.dumps(digests),
+                        attempts=0,
+                        summary_json="{}",
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            )
-            s.add(
-                JobTransition(
-                    job_id=job_id, from_state=None, to_state="submitted", actor=u.name, at=now
+                s.add(
+                    JobTransition(
+                        job_id=job_id, from_state=None, to_state="submitted", actor=u.name, at=now
+                    )
                 )
-            )
-            s.flush()
-            self._transition(s, job_id, JobState.submitted, JobState.policy_checked, "policy")
-            if decision.auto_approve:
-                self._transition(
-                    s,
-                    job_id,
-                    JobState.policy_checked,
-                    JobState.approved,
-                    "policy",
-                    "auto-approved: unconditional share, general non-personal data (自动批准)",
-                )
-            else:
-                self._transition(
-                    s, job_id, JobState.policy_checked, JobState.awaiting_approval, "policy"
-                )
+                s.flush()
+                self._transition(s, job_id, JobState.submitted, JobState.policy_checked, "policy")
+                if decision.auto_approve:
+                    self._transition(
+                        s,
+                        job_id,
+                        JobState.policy_checked,
+                        JobState.approved,
+                        "policy",
+                        "auto-approved: unconditional share, general non-personal data (自动批准)",
+                    )
+                else:
+                    self._transition(
+                        s, job_id, JobState.policy_checked, JobState.awaiting_approval, "policy"
+                    )
+        except Refused as exc:  # audited once the transaction (and its DB lock) is over
+            raise self._refuse(u.name, subject, exc) from None
         self.audit.record(
             u.name,
             "job.submit",
@@ -497,6 +503,7 @@ class Sandbox:
                 self._transition(
                     s, job_id, job.state, JobState.rejected, u.name, reason, {"reason": reason}
                 )
+                _hook(job.computation, "on_abandon", s, job_id=job_id, now=self.clock())
         except Refused as exc:
             raise self._refuse(u.name, job_id, exc, "job.reject.refuse") from None
         except IntegrityError as exc:
@@ -525,6 +532,7 @@ class Sandbox:
                     )
                 prev = job.state
                 self._transition(s, job_id, prev, JobState.cancelled, u.name, reason)
+                _hook(job.computation, "on_abandon", s, job_id=job_id, now=self.clock())
         except Refused as exc:
             raise self._refuse(u.name, job_id, exc, "job.cancel.refuse") from None
         self.audit.record(
@@ -539,12 +547,12 @@ class Sandbox:
         expired: list[str] = []
         with self.factory() as s:
             rows = s.execute(
-                select(Job.id, Job.state, Job.updated_at, Job.dataset_code).where(
+                select(Job.id, Job.state, Job.updated_at, Job.dataset_code, Job.computation).where(
                     Job.state.in_([JobState.awaiting_approval.value, JobState.approved.value])
                 )
             ).all()
             ttl_by_code: dict[str, float] = {}
-            for _, _, _, code in rows:
+            for _, _, _, code, _ in rows:
                 if code not in ttl_by_code:
                     try:
                         ttl_by_code[code] = sandbox_policy(
@@ -552,7 +560,7 @@ class Sandbox:
                         ).approval_ttl_hours
                     except (catalog.CatalogError, ContractError):
                         ttl_by_code[code] = 72.0
-        for job_id, state, updated, code in rows:
+        for job_id, state, updated, code, computation in rows:
             if now - updated < timedelta(hours=ttl_by_code[code]):
                 continue
             try:
@@ -565,6 +573,7 @@ class Sandbox:
                         "system",
                         f"no progress for {ttl_by_code[code]:g} h (已过期)",
                     )
+                    _hook(computation, "on_abandon", s, job_id=job_id, now=now)
             except TransitionRefused:
                 continue
             self.audit.record("system", "job.transition", job_id, {"from": state, "to": "expired"})
@@ -629,6 +638,9 @@ class Sandbox:
                     {"attempts": job.attempts + 1, "deadline_at": deadline, "reason": None},
                 )
                 spec = JobSpec.model_validate_json(job.spec_json)
+                _hook(spec.computation.name, "on_run_start", s, job_id=job_id,
+                      requester=job.requester, contract=contract, params=spec.params,
+                      now=self.clock())
                 requester = job.requester
                 decision = json.loads(job.decision_json)
                 dataset_name = ds.name
@@ -752,6 +764,7 @@ class Sandbox:
                 first = job.state == JobState.succeeded
                 if first:
                     self._transition(s, job_id, JobState.succeeded, JobState.released, u.name)
+                    _hook(job.computation, "on_release", s, job_id=job_id, now=self.clock())
                 s.add(
                     Release(
                         job_id=job_id,
@@ -911,3 +924,12 @@ def _job_dict(s: Session, job: Job) -> dict[str, Any]:
         }
     )
     return d
+
+
+def _hook(computation: str, name: str, session: Session, **kwargs: Any) -> None:
+    """Call a computation's lifecycle hook (``on_submit``, ``on_run_start``, ``on_release``,
+    ``on_abandon``) inside the caller's transaction, if the computation defines it."""
+    comp = get_computation(computation)
+    hook = getattr(comp, name, None) if comp is not None else None
+    if hook is not None:
+        hook(session, **kwargs)

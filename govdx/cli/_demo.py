@@ -102,6 +102,19 @@ def sandbox_steps(settings, files, *, workdir: Path, quiet: bool) -> dict[str, d
         console.print(f"  job {psi['job_id'][:8]}… {psi['state']}: {psi['cardinality']:,} of the "
                       f"bank's {psi['applicants']:,} applicants are taxpayers (交集数量); the bank's "
                       "list never left the bank, no tax row left the sandbox")
+    from sandbox import demo_dp_step
+
+    if not quiet:
+        console.print("[bold]sandbox[/] employees insured per district, released to the "
+                      "big-data bureau's analyst with differential privacy (ε = 1/2, OpenDP)")
+    dp = demo_dp_step(settings)
+    steps["dp"] = dp
+    if not quiet:
+        console.print(f"  job {dp['job_id'][:8]}…: {dp['districts']} districts, mechanism "
+                      f"{dp['mechanism']}, noise scale {dp['scale']}, 95% CI ±{float(dp['ci_halfwidth']):.1f}")
+        for code, count, lo, hi in dp["top_districts"][:3]:
+            console.print(f"    {code}: {float(count):.0f} (95% CI {float(lo):.1f} … {float(hi):.1f})",
+                          highlight=False)
     return steps
 
 

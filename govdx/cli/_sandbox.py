@@ -9,6 +9,7 @@ Examples::
     govdx sandbox approve JOB_ID --user swj_steward
     govdx sandbox worker --once
     govdx sandbox result JOB_ID --user bank --out response.bin
+    govdx sandbox budget --requester dsj_analyst --dataset RSJ-0001
 """
 
 from __future__ import annotations
@@ -312,4 +313,49 @@ def users_list_command(as_json: JsonOpt = False) -> None:
     t = Table("name", "role", "department", "created")
     for u in users:
         t.add_row(u["name"], u["role"], u["department"] or "—", (u["created_at"] or "")[:19])
+    console.print(t)
+
+
+@sandbox_app.command("budget")
+def budget_command(
+    requester: Annotated[
+        str | None, typer.Option("--requester", help="Only this requester (需求方).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Only this dataset code (信息资源代码).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Privacy budgets (隐私预算): ε/δ cap, spent, held and remaining per (requester, dataset),
+    exact rationals (docs/dp.md)."""
+    from sandbox import budget_report
+
+    def go() -> Any:
+        box = _box()
+        try:
+            return budget_report(box.factory, requester=requester, dataset=dataset)
+        finally:
+            box.close()
+
+    if as_json:
+        _run(go, True)
+        return
+    try:
+        rows = go()
+    except GovdxError as exc:
+        fail(exc)
+    t = Table(
+        "requester", "dataset", "ε cap", "ε spent", "ε held", "ε remaining", "δ cap", "δ remaining"
+    )
+    for r in rows:
+        t.add_row(
+            r["requester"],
+            r["dataset"],
+            r["epsilon_cap"],
+            r["epsilon_spent"],
+            r["epsilon_held"],
+            f"{r['epsilon_remaining']} (≈{r['epsilon_remaining_float']:.4g})",
+            r["delta_cap"],
+            r["delta_remaining"],
+        )
     console.print(t)

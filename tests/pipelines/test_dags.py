@@ -95,3 +95,5 @@ def test_demo_end_to_end_small(tmp_path):
     assert not (home / "lakehouse" / "bank_applicants").exists()
     psi = out["sandbox"]["psi"]
     assert psi["state"] == "succeeded" and 0 < psi["cardinality"] <= psi["applicants"]
+    dp = out["sandbox"]["dp"]
+    assert dp["epsilon"] == "1/2" and dp["districts"] > 0

@@ -1,0 +1,1054 @@
+"""Differentially private statistics in the sandbox (差分隐私统计): the ``dp_query`` computation.
+
+A requester asks for a count, sum, mean, histogram or quantile of one dataset version, with
+optional filters and a group-by over *public* group domains, at an ε it pays from its
+(requester, dataset) budget (:mod:`sandbox._ledger`). The contract's ``sandbox.dp`` block fixes
+everything the privacy proof rests on::
+
+    sandbox:
+      allowed_computations: [dp_query]
+      dp:
+        epsilon_cap: 2                  # per (requester, dataset), exact rational ("2", "3/2")
+        delta_cap: 0                    # every mechanism here is pure ε-DP (δ = 0)
+        per_query_epsilon_max: 1        # largest ε of one query
+        max_contributions: 1            # rows kept per privacy unit (person / enterprise)
+        bounds: {contribution_base: [0, 40000]}     # clamp range, whole units of the column
+        derived: {employer_district: {column: employer_uscc, start: 2, length: 6}}
+        public_domains: {employer_district: region_codes}   # or an explicit [list]
+        quantile_candidates: 101        # candidates of a quantile, evenly spaced in bounds
+
+The run, vectorised in DuckDB over the pinned Arrow table, then OpenDP on the small vectors:
+
+1. filters (row-wise, 1-stable), rows with a NULL measured value dropped;
+2. group keys looked up in the declared public domain (rows outside it dropped) — the set of
+   released groups is the whole domain, never taken from the data;
+3. contribution bounding: at most ``max_contributions`` rows per privacy unit are kept
+   (``row_number() OVER (PARTITION BY hash(unit)) <= m``; a hash collision merges two units,
+   which only tightens the bound);
+4. values rounded to whole units and clamped to ``bounds``;
+5. per-group count / sum vector over the dense domain → OpenDP discrete Laplace
+   (:func:`privacy._dp.make_vector_laplace`); quantiles → OpenDP exponential mechanism.
+
+Sensitivity (neighbouring datasets differ in all rows of one privacy unit — user-level DP):
+after step 3 one unit owns at most m rows, each in exactly one group (cell). Removing the unit
+changes the count vector by at most m in L1 norm (Δ₁ = m) and, since every kept value lies in
+[L, U], the sum vector by at most m · max(|L|, |U|) (Δ₁ = m · max(|L|, |U|)). Histograms are
+count vectors over (group × bin) cells: Δ₁ = m. A mean releases a noisy sum and a noisy count
+at ε/2 each (basic composition) and divides (post-processing). A grouped quantile runs one
+exponential mechanism per group, each calibrated so map(k) ≤ k·ε/m; a unit's rows fall in
+groups with Σ m_g ≤ m, so the total loss is ≤ ε.
+
+Error messages name the dataset, keys and columns, never a value of a row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from govdx._contract import Contract
+from govdx._errors import ContractError
+from privacy._dp import (
+    DpError,
+    fraction_text,
+    laplace_accuracy,
+    make_quantile,
+    make_vector_laplace,
+    parse_budget,
+    release_vector,
+)
+from sandbox._computations import Computation, Output, RunContext, register_computation
+from sandbox._errors import PolicyRefused, RunError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from sandbox._ledger import DpLedgerEntry
+    from sandbox._policy import SandboxPolicy
+
+#: Named public domains a contract may use in ``sandbox.dp.public_domains``.
+NAMED_DOMAINS = ("region_codes", "region_codes_all")
+_NUMERIC = {"integer", "decimal"}
+MECHANISM_LAPLACE = "discrete_laplace"
+MECHANISM_QUANTILE = "exponential_quantile"
+
+
+# --- the contract's dp block ------------------------------------------------------------------
+class DerivedKey(BaseModel):
+    """A group key cut from a column: ``substr(column, start, length)`` (0-based start), e.g.
+    the registration-authority division code, characters 3–8 of a USCC (GB 32100-2015 §4)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    start: int = Field(ge=0, le=64)
+    length: int = Field(ge=1, le=64)
+
+
+class DpPolicy(BaseModel):
+    """The ``sandbox.dp`` block (see the module docstring). Budgets are exact rationals.
+
+    Attributes:
+        epsilon_cap: ε cap per (requester, dataset), natural-log units.
+        delta_cap: δ cap per (requester, dataset) (0: pure ε-DP only).
+        per_query_epsilon_max: the largest ε of one query (default: the cap).
+        max_contributions: rows kept per privacy unit (1–1000).
+        bounds: column → [lo, hi] clamp range in whole units of the column.
+        public_domains: group column → ``region_codes`` (GB/T 2260 county codes in use),
+            ``region_codes_all`` (in use and retired) or an explicit list of keys.
+        derived: derived group keys (:class:`DerivedKey`).
+        quantile_candidates: number of evenly spaced integer candidates of a quantile.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon_cap: int | float | str
+    delta_cap: int | float | str = 0
+    per_query_epsilon_max: int | float | str | None = None
+    max_contributions: int = Field(ge=1, le=1000)
+    bounds: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    public_domains: dict[str, str | list[str]] = Field(default_factory=dict)
+    derived: dict[str, DerivedKey] = Field(default_factory=dict)
+    quantile_candidates: int = Field(default=101, ge=2, le=10_000)
+
+    @field_validator("epsilon_cap", "per_query_epsilon_max")
+    @classmethod
+    def _eps(cls, v: Any, info: Any) -> Any:
+        if v is not None:
+            parse_budget(v, key=info.field_name)
+        return v
+
+    @field_validator("delta_cap")
+    @classmethod
+    def _delta(cls, v: Any) -> Any:
+        if parse_budget(v, key="delta_cap", allow_zero=True) >= 1:
+            raise ValueError("delta_cap must be < 1")
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        for col, (lo, hi) in v.items():
+            if lo > hi:
+                raise ValueError(f"bounds.{col}: lower bound {lo} is above upper bound {hi}")
+        return v
+
+    @field_validator("public_domains")
+    @classmethod
+    def _domains(cls, v: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for col, d in v.items():
+            if isinstance(d, str) and d not in NAMED_DOMAINS:
+                raise ValueError(
+                    f"public_domains.{col}: {d!r} is not a named domain {list(NAMED_DOMAINS)} "
+                    "nor a list"
+                )
+            if isinstance(d, list) and (not d or len(set(d)) != len(d)):
+                raise ValueError(f"public_domains.{col}: the list must be non-empty, no repeats")
+        return v
+
+    @property
+    def epsilon_cap_q(self) -> Fraction:
+        """ε cap, exact."""
+        return parse_budget(self.epsilon_cap, key="sandbox.dp.epsilon_cap")
+
+    @property
+    def delta_cap_q(self) -> Fraction:
+        """δ cap, exact."""
+        return parse_budget(self.delta_cap, key="sandbox.dp.delta_cap", allow_zero=True)
+
+    @property
+    def per_query_max_q(self) -> Fraction:
+        """Largest ε of one query, exact (the cap when not set)."""
+        if self.per_query_epsilon_max is None:
+            return self.epsilon_cap_q
+        return parse_budget(self.per_query_epsilon_max, key="sandbox.dp.per_query_epsilon_max")
+
+
+def dp_policy(contract: Contract) -> DpPolicy | None:
+    """The contract's ``sandbox.dp`` block, validated; None when absent.
+
+    Raises:
+        ContractError: naming ``sandbox.dp.<key>``.
+    """
+    block = (contract.sandbox or {}).get("dp")
+    if block is None:
+        return None
+    try:
+        return DpPolicy.model_validate(block)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(["sandbox", "dp", *(str(p) for p in first["loc"])])
+        msg = (
+            f"unknown key {first['loc'][-1]!r}"
+            if first["type"] == "extra_forbidden"
+            else first["msg"]
+        )
+        raise ContractError(msg, path=contract.code, key=key) from exc
+    except DpError as exc:
+        raise ContractError(str(exc), path=contract.code, key="sandbox.dp") from exc
+
+
+def domain_keys(spec: str | list[str]) -> list[str]:
+    """The keys of a public domain, in release order.
+
+    Args:
+        spec: ``region_codes`` (GB/T 2260 county-level codes in use,
+            ``quality.division_codes().county_codes_in_use()``), ``region_codes_all`` (in use
+            and retired) or an explicit list.
+    """
+    if isinstance(spec, list):
+        return [str(x) for x in spec]
+    from quality import division_codes
+
+    rc = division_codes()
+    if spec == "region_codes":
+        return rc.county_codes_in_use()
+    return sorted(set(rc.county_codes_in_use()) | set(rc.county_codes_retired()))
+
+
+# --- the job's params ------------------------------------------------------------------------
+class Filter(BaseModel):
+    """A row filter ``column op value`` on a non-protected column (the requester's predicate)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    op: Literal["eq", "ne", "lt", "le", "gt", "ge", "in"]
+    value: str | int | list[str] | list[int]
+
+
+class DpQueryParams(BaseModel):
+    """Params of ``dp_query``.
+
+    Attributes:
+        statistic: ``count`` | ``sum`` | ``mean`` | ``histogram`` | ``quantile``.
+        column: the measured column (all but ``count``), with ``sandbox.dp.bounds``.
+        group_by: 0–2 columns with a public domain (fields or ``sandbox.dp.derived`` keys).
+        filters: 0–5 :class:`Filter` s, combined with AND.
+        epsilon: ε to spend, > 0, as a number or exact text (``"0.1"``, ``"1/11"``).
+        delta: δ to spend; must be 0 (every mechanism here is pure ε-DP).
+        bins: histogram bin edges (integers, strictly increasing, covering the bounds).
+        alpha: the quantile (0.5 = median).
+        confidence: level of the released confidence intervals (0.5–0.999).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    statistic: Literal["count", "sum", "mean", "histogram", "quantile"]
+    column: str | None = None
+    group_by: list[str] = Field(default_factory=list, max_length=2)
+    filters: list[Filter] = Field(default_factory=list, max_length=5)
+    epsilon: str
+    delta: str = "0"
+    bins: list[int] | None = Field(default=None, max_length=1001)
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999)
+
+    @field_validator("epsilon", mode="before")
+    @classmethod
+    def _epsilon(cls, v: Any) -> str:
+        try:
+            return fraction_text(parse_budget(v, key="epsilon"))
+        except DpError as exc:
+            raise ValueError(str(exc).removeprefix("epsilon: ")) from None
+
+    @field_validator("delta", mode="before")
+    @classmethod
+    def _delta(cls, v: Any) -> str:
+        try:
+            return fraction_text(parse_budget(v, key="delta", allow_zero=True))
+        except DpError as exc:
+            raise ValueError(str(exc).removeprefix("delta: ")) from None
+
+    @property
+    def epsilon_q(self) -> Fraction:
+        """ε, exact."""
+        return Fraction(self.epsilon)
+
+    @property
+    def delta_q(self) -> Fraction:
+        """δ, exact."""
+        return Fraction(self.delta)
+
+
+# --- the pure description -------------------------------------------------------------------
+@dataclass(frozen=True)
+class DpPart:
+    """One noisy release of a query.
+
+    Attributes:
+        name: ``count`` | ``sum`` | ``quantile``.
+        sensitivity: the input distance ε is charged at: L1 sensitivity of the vector
+            (Laplace), or rows per unit (quantile).
+        epsilon: ε of this part, exact (the parts sum to the query's ε).
+    """
+
+    name: str
+    sensitivity: int
+    epsilon: Fraction
+    candidates: tuple[int, ...] = ()
+    alpha: float = 0.5
+
+    @cached_property
+    def _built(self) -> tuple[Any, float]:
+        if self.name == "quantile":
+            return make_quantile(list(self.candidates), self.alpha, self.sensitivity, self.epsilon)
+        return make_vector_laplace(self.sensitivity, self.epsilon)
+
+    @property
+    def measurement(self) -> Any:
+        """The OpenDP measurement (built once, no data)."""
+        return self._built[0]
+
+    @property
+    def scale(self) -> float:
+        """Noise scale of the mechanism."""
+        return self._built[1]
+
+    @property
+    def mechanism(self) -> str:
+        """``discrete_laplace`` or ``exponential_quantile``."""
+        return MECHANISM_QUANTILE if self.name == "quantile" else MECHANISM_LAPLACE
+
+    def map(self) -> float:
+        """OpenDP's privacy map at this part's input distance (≤ ``epsilon``)."""
+        return float(self.measurement.map(self.sensitivity))
+
+
+@dataclass(frozen=True)
+class DpQuery:
+    """A validated DP query (a pure value): what runs, on which columns, at what privacy loss.
+
+    Build with :meth:`build`; :meth:`privacy_loss` and :meth:`map_losses` answer without data
+    (the policy and the ledger check them before any run); :meth:`release` runs it.
+
+    Attributes:
+        params: the job's params. contract: the dataset's contract. dp: its ``sandbox.dp``.
+        parts: the noisy releases (one, or two for a mean).
+        group_keys: per group-by column, the public domain's keys.
+    """
+
+    params: DpQueryParams
+    contract: Contract
+    dp: DpPolicy
+    parts: tuple[DpPart, ...]
+    group_keys: tuple[tuple[str, ...], ...] = field(default=())
+
+    @classmethod
+    def reasons(
+        cls, params: DpQueryParams, contract: Contract, policy: SandboxPolicy | None
+    ) -> list[str]:
+        """Every reason the query is refused (empty = acceptable). Pure; reads no data."""
+        from sandbox._policy import IDENTIFIER_ELEMENTS
+
+        code = contract.code
+        if contract.privacy_unit is None:
+            return [
+                f"dataset {code} declares no privacy_unit (未声明隐私单位): DP queries need the "
+                "person or enterprise whose contribution is bounded; refused"
+            ]
+        try:
+            dp = dp_policy(contract)
+        except ContractError as exc:
+            return [str(exc)]
+        if dp is None:
+            return [f"dataset {code} has no sandbox.dp block (未配置差分隐私): dp_query refused"]
+        reasons: list[str] = []
+        p = params
+        eps = p.epsilon_q
+        if eps > dp.per_query_max_q:
+            reasons.append(
+                f"computation.params.epsilon: ε = {p.epsilon} is above the per-query maximum "
+                f"{fraction_text(dp.per_query_max_q)} of {code} (sandbox.dp.per_query_epsilon_max, "
+                "单次查询预算上限)"
+            )
+        if eps > dp.epsilon_cap_q:
+            reasons.append(
+                f"computation.params.epsilon: ε = {p.epsilon} is above the total cap "
+                f"{fraction_text(dp.epsilon_cap_q)} (sandbox.dp.epsilon_cap)"
+            )
+        if p.delta_q != 0:
+            reasons.append(
+                "computation.params.delta: every dp_query mechanism is pure ε-DP; δ must be 0"
+            )
+        unit = contract.privacy_unit
+        names = {f.name for f in contract.fields}
+        for i, col in enumerate(p.group_by):
+            key = f"computation.params.group_by.{i}"
+            if col in dp.derived:
+                src = dp.derived[col].column
+                if src not in names:
+                    reasons.append(f"sandbox.dp.derived.{col}: {code} has no field {src!r}")
+                elif contract.field(src).protected or src == unit:
+                    reasons.append(
+                        f"{key}: {col!r} derives from protected/privacy-unit field {src!r}"
+                    )
+            elif col not in names:
+                reasons.append(f"{key}: dataset {code} has no field {col!r}")
+                continue
+            else:
+                f = contract.field(col)
+                if f.protected or f.element in IDENTIFIER_ELEMENTS or col == unit:
+                    reasons.append(
+                        f"{key}: may not group by {col!r} (sensitive, identifier or privacy unit; "
+                        "敏感字段不得分组)"
+                    )
+                    continue
+            if col not in dp.public_domains:
+                reasons.append(
+                    f"{key}: {col!r} has no declared public domain (sandbox.dp.public_domains); "
+                    "group keys never come from the data"
+                )
+        stat = p.statistic
+        if stat != "count":
+            if p.column is None:
+                reasons.append(f"computation.params.column: {stat} needs a column")
+            elif p.column not in names:
+                reasons.append(
+                    f"computation.params.column: dataset {code} has no field {p.column!r}"
+                )
+            elif p.column == unit:
+                reasons.append("computation.params.column: may not measure the privacy unit")
+            elif contract.field(p.column).type.value not in _NUMERIC:
+                reasons.append(
+                    f"computation.params.column: {stat} needs a numeric column, "
+                    f"{p.column!r} is {contract.field(p.column).type}"
+                )
+            elif p.column not in dp.bounds:
+                reasons.append(
+                    f"computation.params.column: {p.column!r} has no clamp bounds "
+                    "(sandbox.dp.bounds); refused"
+                )
+        elif p.column is not None:
+            reasons.append("computation.params.column: count takes no column")
+        if stat == "histogram":
+            b = p.bins or []
+            if len(b) < 2 or any(y <= x for x, y in itertools.pairwise(b)):
+                reasons.append(
+                    "computation.params.bins: give ≥ 2 strictly increasing integer edges"
+                )
+            elif p.column in dp.bounds:
+                lo, hi = dp.bounds[p.column]
+                if b[0] > lo or b[-1] <= hi:
+                    reasons.append(
+                        f"computation.params.bins: edges must cover the bounds [{lo}, {hi}] "
+                        f"(first ≤ {lo}, last > {hi})"
+                    )
+        elif p.bins is not None:
+            reasons.append("computation.params.bins: only a histogram takes bins")
+        for i, flt in enumerate(p.filters):
+            key = f"computation.params.filters.{i}.column"
+            if flt.column not in names:
+                reasons.append(f"{key}: dataset {code} has no field {flt.column!r}")
+            elif flt.column == unit or contract.field(flt.column).protected:
+                reasons.append(
+                    f"{key}: may not filter on {flt.column!r} (protected field or privacy unit)"
+                )
+            elif (flt.op == "in") != isinstance(flt.value, list):
+                reasons.append(f"{key}: op 'in' takes a list, other ops a single value")
+        return reasons
+
+    @classmethod
+    def build(
+        cls, params: DpQueryParams, contract: Contract, policy: SandboxPolicy | None = None
+    ) -> DpQuery:
+        """Validate and describe the query (no data is read).
+
+        Raises:
+            PolicyRefused: any reason of :meth:`reasons`, or too many output cells.
+        """
+        reasons = cls.reasons(params, contract, policy)
+        if reasons:
+            raise PolicyRefused(reasons)
+        dp = dp_policy(contract)
+        assert dp is not None
+        keys = tuple(tuple(domain_keys(dp.public_domains[c])) for c in params.group_by)
+        cells = math.prod(len(k) for k in keys) * (
+            len(params.bins) - 1 if params.statistic == "histogram" and params.bins else 1
+        )
+        limit = policy.max_output_rows if policy is not None else 10_000
+        if cells > limit:
+            raise PolicyRefused(
+                [f"the query releases {cells} cells, more than sandbox.max_output_rows = {limit}"]
+            )
+        m = dp.max_contributions
+        eps = params.epsilon_q
+        stat = params.statistic
+        bound = 0
+        if params.column is not None and params.column in dp.bounds:
+            lo, hi = dp.bounds[params.column]
+            bound = max(abs(lo), abs(hi), 1)
+        if stat in ("count", "histogram"):
+            parts: tuple[DpPart, ...] = (DpPart("count", m, eps),)
+        elif stat == "sum":
+            parts = (DpPart("sum", m * bound, eps),)
+        elif stat == "mean":
+            parts = (DpPart("sum", m * bound, eps / 2), DpPart("count", m, eps / 2))
+        else:
+            lo, hi = dp.bounds[params.column or ""]
+            n = min(dp.quantile_candidates, hi - lo + 1)
+            cand = tuple(sorted({round(lo + (hi - lo) * i / (n - 1)) for i in range(n)}))
+            if len(cand) < 2:
+                raise PolicyRefused(["quantile: the bounds allow fewer than 2 candidates"])
+            parts = (DpPart("quantile", m, eps, cand, params.alpha),)
+        return cls(params, contract, dp, parts, keys)
+
+    def privacy_loss(self) -> tuple[Fraction, Fraction]:
+        """(ε, δ) charged to the ledger, exact: the sum over parts (basic composition)."""
+        return sum((p.epsilon for p in self.parts), Fraction(0)), self.params.delta_q
+
+    def map_losses(self) -> dict[str, float]:
+        """OpenDP's privacy map of every part at its sensitivity (each ≤ the part's ε)."""
+        return {p.name: p.map() for p in self.parts}
+
+    @property
+    def mechanism(self) -> str:
+        """Mechanism name recorded in the ledger."""
+        return self.parts[0].mechanism
+
+    def columns(self) -> list[str]:
+        """Columns the run reads (privacy unit first)."""
+        cols = [self.contract.privacy_unit or ""]
+        for c in self.params.group_by:
+            src = self.dp.derived[c].column if c in self.dp.derived else c
+            cols.append(src)
+        if self.params.column:
+            cols.append(self.params.column)
+        cols += [f.column for f in self.params.filters]
+        return list(dict.fromkeys(cols))
+
+    # --- the run ------------------------------------------------------------------------------
+    def _bounded_sql(self) -> tuple[str, list[Any]]:
+        p, dp = self.params, self.dp
+        q = _quote
+        where: list[str] = []
+        args: list[Any] = []
+        ops = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+        for flt in p.filters:
+            col = q(flt.column)
+            ftype = self.contract.field(flt.column).type.value
+            if flt.op == "in":
+                values = [_filter_value(v, ftype) for v in flt.value]  # type: ignore[union-attr]
+                where.append(f"{col} IN ({', '.join('?' for _ in values)})")
+                args += values
+            else:
+                where.append(f"{col} {ops[flt.op]} ?")
+                args.append(_filter_value(flt.value, ftype))
+        select = []
+        joins = []
+        idx_terms = []
+        for i, c in enumerate(p.group_by):
+            if c in dp.derived:
+                d = dp.derived[c]
+                expr = f"substr(CAST({q(d.column)} AS VARCHAR), {d.start + 1}, {d.length})"
+            else:
+                expr = f"CAST({q(c)} AS VARCHAR)"
+            joins.append(f"JOIN dom{i} ON {expr} = dom{i}.k")
+            idx_terms.append(f"dom{i}.i")
+        stride = 1
+        index_expr_parts = []
+        for i in reversed(range(len(idx_terms))):
+            index_expr_parts.append(f"{idx_terms[i]} * {stride}")
+            stride *= len(self.group_keys[i])
+        index_expr = " + ".join(index_expr_parts) if index_expr_parts else "0"
+        select.append(f"({index_expr})::BIGINT AS cell")
+        if p.column:
+            lo, hi = dp.bounds[p.column]
+            where.append(f"{q(p.column)} IS NOT NULL")
+            select.append(
+                f"least(greatest(CAST(round({q(p.column)}) AS BIGINT), {int(lo)}), {int(hi)}) AS v"
+            )
+        unit = q(self.contract.privacy_unit or "")
+        select.append(f"hash({unit}) AS uk")
+        own = "hash(cell, v)" if p.column else "hash(cell)"
+        m = int(dp.max_contributions)
+        base = f"SELECT {', '.join(select)} FROM t {' '.join(joins)}" + (
+            f" WHERE {' AND '.join(where)}" if where else ""
+        )
+        out_cols = "cell, v" if p.column else "cell"
+        # Units with more than m rows are found with one hash aggregate; only their rows go
+        # through the window that keeps m of them, chosen by an order of the rows' own content
+        # (so the truncation is stable: another unit never changes which rows are kept).
+        keep = (
+            f"WITH b AS MATERIALIZED ({base}), "
+            f"o AS (SELECT uk FROM b GROUP BY uk HAVING count(*) > {m}) "
+            f"SELECT {out_cols} FROM b ANTI JOIN o USING (uk) "
+            f"UNION ALL "
+            f"SELECT {out_cols} FROM (SELECT {out_cols}, uk, {own} AS rk FROM b SEMI JOIN o USING (uk)) "
+            f"QUALIFY row_number() OVER (PARTITION BY uk ORDER BY rk) <= {m}"
+        )
+        return keep, args
+
+    def aggregate(self, table: pa.Table) -> dict[str, np.ndarray]:
+        """The exact (not yet noisy) per-cell aggregates, vectorised in DuckDB.
+
+        Args:
+            table: pyarrow.Table[rows × :meth:`columns`] (plaintext, inside the sandbox).
+
+        Returns:
+            ``{"count": int64[cells], "sum": int64[cells]}`` over the dense public domain (a
+            quantile returns ``{"cell": int64[rows], "v": int64[rows]}`` of the bounded rows).
+        """
+        import duckdb
+
+        n_groups = math.prod(len(k) for k in self.group_keys) if self.group_keys else 1
+        con = duckdb.connect()
+        try:
+            con.register("t", table)
+            for i, keys in enumerate(self.group_keys):
+                con.register(
+                    f"dom{i}",
+                    pa.table(
+                        {
+                            "k": pa.array(keys, pa.string()),
+                            "i": pa.array(range(len(keys)), pa.int64()),
+                        }
+                    ),
+                )
+            bounded, args = self._bounded_sql()
+            stat = self.params.statistic
+            if stat in ("quantile", "histogram"):
+                out = con.sql(
+                    f"SELECT cell, v FROM ({bounded}) ORDER BY cell", params=args
+                ).to_arrow_table()
+                cell = out["cell"].to_numpy()
+                v = out["v"].to_numpy()
+                if stat == "quantile":
+                    return {"cell": cell, "v": v}
+                edges = np.asarray(self.params.bins, dtype=np.int64)
+                nb = len(edges) - 1
+                b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, nb - 1)
+                counts = np.bincount(cell * nb + b, minlength=n_groups * nb).astype(np.int64)
+                return {"count": counts}
+            agg = "count(*) AS n" + (", sum(v)::BIGINT AS s" if self.params.column else "")
+            out = con.sql(
+                f"SELECT cell, {agg} FROM ({bounded}) GROUP BY cell", params=args
+            ).to_arrow_table()
+        finally:
+            con.close()
+        cells = out["cell"].to_numpy()
+        count = np.zeros(n_groups, dtype=np.int64)
+        count[cells] = out["n"].to_numpy()
+        result = {"count": count}
+        if self.params.column:
+            s = np.zeros(n_groups, dtype=np.int64)
+            s[cells] = out["s"].to_numpy()
+            result["sum"] = s
+        return result
+
+    def release(self, table: pa.Table) -> tuple[dict[str, Any], pa.Table]:
+        """Run the query: aggregate, add OpenDP noise, build the released document.
+
+        Returns:
+            ``(document, table)``: the JSON-ready result (mechanism, ε/δ, scales, CIs, rows)
+            and pyarrow.Table[cells × (group columns, [bin_low, bin_high], value, ci_low,
+            ci_high)] for disclosure control.
+
+        Raises:
+            RunError: a column is missing from the table. DpError: OpenDP failed.
+        """
+        missing = [c for c in self.columns() if c not in table.column_names]
+        if missing:
+            raise RunError(f"dp_query: the table lacks column(s) {missing}")
+        p = self.params
+        conf = p.confidence
+        exact = self.aggregate(table)
+        groups = _cartesian(self.group_keys)
+        n_groups = len(groups[0]) if groups else 1
+        noise: list[dict[str, Any]] = []
+        cols: dict[str, Any] = {c: groups[i] for i, c in enumerate(p.group_by)}
+        part_conf = 1 - (1 - conf) / len(self.parts)  # Bonferroni over the parts
+        noisy: dict[str, np.ndarray] = {}
+        half: dict[str, float] = {}
+        for part in self.parts:
+            info = {
+                "part": part.name,
+                "mechanism": part.mechanism,
+                "sensitivity": part.sensitivity,
+                "epsilon": fraction_text(part.epsilon),
+                "epsilon_map": part.map(),
+                "scale": part.scale,
+            }
+            if part.name == "quantile":
+                noisy["quantile"] = self._quantiles(part, exact, n_groups)
+            else:
+                noisy[part.name] = np.asarray(
+                    release_vector(part.measurement, exact[part.name].tolist()), dtype=np.int64
+                )
+                half[part.name] = laplace_accuracy(part.scale, part_conf)
+                info["ci_halfwidth"] = half[part.name]
+                info["ci_level"] = part_conf
+            noise.append(info)
+        stat = p.statistic
+        if stat in ("count", "sum"):
+            value = noisy[stat].astype(np.float64)
+            lo_ci, hi_ci = value - half[stat], value + half[stat]
+        elif stat == "mean":
+            lo_b, hi_b = self.dp.bounds[p.column or ""]
+            s, c = noisy["sum"].astype(np.float64), noisy["count"].astype(np.float64)
+            value = np.clip(np.divide(s, c, out=np.full(n_groups, np.nan), where=c > 0), lo_b, hi_b)
+            value = np.where(c > 0, value, (lo_b + hi_b) / 2)
+            cl = c - half["count"]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cands = np.stack([(s - half["sum"]) / cl, (s + half["sum"]) / cl])
+            ok = cl > 0
+            lo_ci = np.where(ok, np.clip(cands.min(axis=0), lo_b, hi_b), lo_b)
+            hi_ci = np.where(ok, np.clip(cands.max(axis=0), lo_b, hi_b), hi_b)
+        elif stat == "histogram":
+            edges = p.bins or []
+            nb = len(edges) - 1
+            value = noisy["count"].astype(np.float64)
+            lo_ci, hi_ci = value - half["count"], value + half["count"]
+            cols = {c: np.repeat(np.asarray(v, dtype=object), nb).tolist() for c, v in cols.items()}
+            cols["bin_low"] = np.tile(np.asarray(edges[:-1], dtype=np.int64), n_groups).tolist()
+            cols["bin_high"] = np.tile(np.asarray(edges[1:], dtype=np.int64), n_groups).tolist()
+        else:
+            value = noisy["quantile"].astype(np.float64)
+            lo_ci = hi_ci = np.full(len(value), np.nan)
+        rows_tbl = pa.table(
+            {
+                **{k: pa.array(v) for k, v in cols.items()},
+                "value": pa.array(value, pa.float64()),
+                "ci_low": pa.array(lo_ci, pa.float64(), mask=np.isnan(lo_ci)),
+                "ci_high": pa.array(hi_ci, pa.float64(), mask=np.isnan(hi_ci)),
+            }
+        )
+        eps, delta = self.privacy_loss()
+        doc = {
+            "dataset": self.contract.code,
+            "statistic": stat,
+            "column": p.column,
+            "group_by": p.group_by,
+            "filters": [f.model_dump(mode="json") for f in p.filters],
+            "privacy_unit": self.contract.privacy_unit,
+            "max_contributions": self.dp.max_contributions,
+            "bounds": list(self.dp.bounds[p.column]) if p.column else None,
+            "epsilon": fraction_text(eps),
+            "delta": fraction_text(delta),
+            "accountant": "basic sequential composition (pure ε-DP; δ = 0)",
+            "mechanism": self.mechanism,
+            "noise": noise,
+            "confidence": conf,
+            "ci_note": (
+                "quantile: no interval (exponential mechanism); value is one of the public candidates"
+                if stat == "quantile"
+                else "ci from OpenDP discrete_laplacian_scale_to_accuracy, Bonferroni over parts"
+            ),
+            "columns": rows_tbl.column_names,
+            "rows": [[_cell(x) for x in r.values()] for r in rows_tbl.to_pylist()],
+        }
+        return doc, rows_tbl
+
+    def _quantiles(self, part: DpPart, exact: dict[str, np.ndarray], n_groups: int) -> np.ndarray:
+        cell, v = exact["cell"], exact["v"]
+        starts = np.searchsorted(cell, np.arange(n_groups + 1))
+        out = np.empty(n_groups, dtype=np.int64)
+        from opendp.mod import OpenDPException
+
+        for g in range(n_groups):
+            try:
+                out[g] = int(part.measurement(v[starts[g] : starts[g + 1]].tolist()))
+            except OpenDPException as exc:
+                raise DpError(f"OpenDP quantile failed: {exc.message or exc}") from exc
+        return out
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _filter_value(v: Any, ftype: str) -> Any:
+    if ftype in ("integer",) and isinstance(v, str):
+        return int(v)
+    return v
+
+
+def _cartesian(keys: tuple[tuple[str, ...], ...]) -> list[list[str]]:
+    if not keys:
+        return []
+    sizes = [len(k) for k in keys]
+    total = math.prod(sizes)
+    out = []
+    rep = total
+    for i, k in enumerate(keys):
+        rep //= sizes[i]
+        arr = np.asarray(k, dtype=object)
+        out.append(np.tile(np.repeat(arr, rep), total // (rep * sizes[i])).tolist())
+    return out
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float):
+        return None if math.isnan(v) else round(v, 6)
+    return v
+
+
+# --- the computation -------------------------------------------------------------------------
+@register_computation
+class DpQueryComputation(Computation):
+    """Differentially private statistics (差分隐私统计): count, sum, mean, histogram, quantile
+    with contribution bounding, clamping, public group domains and a budget ledger.
+
+    Pure checks (:meth:`check`) refuse a dataset without ``privacy_unit`` or ``sandbox.dp``,
+    ε above the per-query max, δ ≠ 0, grouping or filtering on a sensitive field, keys without
+    a public domain. The budget is reserved/charged through the ledger hooks
+    (:meth:`on_submit`, :meth:`on_run_start`, :meth:`on_release`, :meth:`on_abandon`), which
+    the service calls inside its own transactions (docs/dp.md).
+    """
+
+    name: ClassVar[str] = "dp_query"
+    kind: ClassVar[Literal["aggregate", "psi"]] = "aggregate"
+    Params = DpQueryParams
+
+    @classmethod
+    def check(cls, params: DpQueryParams, contract: Contract, policy: SandboxPolicy) -> list[str]:
+        return DpQuery.reasons(params, contract, policy)
+
+    @classmethod
+    def columns(cls, params: DpQueryParams, contract: Contract) -> list[str]:
+        if DpQuery.reasons(params, contract, None):
+            return []
+        return DpQuery.build(params, contract).columns()
+
+    @classmethod
+    def query(
+        cls, params: DpQueryParams, contract: Contract, policy: SandboxPolicy | None = None
+    ) -> DpQuery:
+        """The :class:`DpQuery` of a job.
+
+        Raises:
+            PolicyRefused: the query is refused (every reason listed).
+        """
+        return DpQuery.build(params, contract, policy)
+
+    @classmethod
+    def run(cls, ctx: RunContext) -> Output:
+        from sandbox._disclosure import bound_rows
+
+        query = DpQuery.build(ctx.params, ctx.contract, ctx.policy)
+        doc, table = query.release(ctx.table)
+        bound_rows(table, ctx.policy.max_output_rows)
+        data = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        eps, delta = query.privacy_loss()
+        return Output(
+            data,
+            "application/json",
+            table=table,
+            summary={
+                "cells": table.num_rows,
+                "epsilon": fraction_text(eps),
+                "delta": fraction_text(delta),
+                "mechanism": query.mechanism,
+            },
+        )
+
+    # --- ledger hooks (called by the service inside its transactions) -------------------------
+    @classmethod
+    def on_submit(
+        cls,
+        s: Session,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Contract,
+        params: DpQueryParams,
+        now: datetime | None = None,
+    ) -> DpLedgerEntry:
+        """Reserve the query's (ε, δ) at submit, first thing in the submit transaction.
+
+        Raises:
+            BudgetExceeded: with the remaining budget. PolicyRefused: the query is refused.
+        """
+        from sandbox._ledger import reserve
+
+        q = cls.query(params, contract)
+        eps, delta = q.privacy_loss()
+        return reserve(
+            s,
+            job_id=job_id,
+            requester=requester,
+            dataset=contract.code,
+            epsilon=eps,
+            delta=delta,
+            epsilon_cap=q.dp.epsilon_cap_q,
+            delta_cap=q.dp.delta_cap_q,
+            mechanism=q.mechanism,
+            statistic=params.statistic,
+            now=now,
+        )
+
+    @classmethod
+    def on_run_start(
+        cls,
+        s: Session,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Contract,
+        params: DpQueryParams,
+        now: datetime | None = None,
+    ) -> DpLedgerEntry:
+        """At run start (same transaction as → running): the reservation becomes ``drawn``;
+        a re-run of a failed job (its earlier attempt already drawn) reserves anew first.
+
+        Raises:
+            BudgetExceeded: a re-run no longer fits the budget.
+        """
+        from sandbox._ledger import _open, mark_drawn
+
+        if _open(s, job_id, "reserved") is None:
+            cls.on_submit(
+                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
+            )
+        return mark_drawn(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_release(cls, s: Session, *, job_id: str, now: datetime | None = None) -> Any:
+        """In the release transaction: ``drawn`` → ``spent`` (idempotent on later fetches)."""
+        from sandbox._ledger import commit_spend
+
+        return commit_spend(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_abandon(cls, s: Session, *, job_id: str, now: datetime | None = None) -> Any:
+        """Rejected / cancelled / expired: an unused reservation is returned (a drawn one is
+        never returned)."""
+        from sandbox._ledger import return_reservation
+
+        return return_reservation(s, job_id=job_id, now=now)
+
+
+# --- reports and the demo step ----------------------------------------------------------------
+def budget_report(
+    factory: Any, *, requester: str | None = None, dataset: str | None = None
+) -> list[dict[str, Any]]:
+    """The privacy budgets with ledger entries (``govdx sandbox budget``), exact.
+
+    Args:
+        factory: a catalog session factory (``catalog.open_catalog(url)``).
+        requester, dataset: optional filters. A pair named by both is shown even before its
+            first query.
+
+    Returns:
+        One :meth:`sandbox._ledger.BudgetStatus.to_dict` per (requester, dataset), sorted.
+
+    Raises:
+        catalog.DatasetNotFound: a named dataset is not in the catalog.
+        ContractError: a dataset's ``sandbox.dp`` block is invalid.
+    """
+    import yaml
+
+    import catalog
+    from sandbox._ledger import budget_status, ledger_pairs
+
+    out: list[dict[str, Any]] = []
+    with factory() as s:
+        pairs = ledger_pairs(s, requester=requester, dataset=dataset)
+        if requester and dataset and (requester, dataset) not in pairs:
+            pairs.append((requester, dataset))
+        for req, code in pairs:
+            ds = catalog.get_dataset(session=s, code=code)
+            contract = Contract.from_dict(
+                yaml.safe_load(ds.contract_yaml or ""), path=f"catalog:{code}"
+            )
+            dp = dp_policy(contract)
+            cap_e = dp.epsilon_cap_q if dp else Fraction(0)
+            cap_d = dp.delta_cap_q if dp else Fraction(0)
+            st = budget_status(s, requester=req, dataset=code, epsilon_cap=cap_e, delta_cap=cap_d)
+            out.append(st.to_dict())
+    return out
+
+
+def demo_dp_step(
+    settings: Any,
+    *,
+    dataset: str = "RSJ-0001",
+    analyst: str = "dsj_analyst",
+    steward: str = "rsj_steward",
+    reviewer: str = "dp_reviewer",
+    epsilon: str = "1/2",
+) -> dict[str, Any]:
+    """Demo step: employees insured per district (分区县参保人数), released with DP to an analyst.
+
+    Submits a ``dp_query`` count of the social-insurance dataset grouped by the employer's
+    registration district (USCC characters 3–8, public domain: GB/T 2260 county codes in use),
+    has the RSJ steward and a reviewer approve it (双人复核: the dataset holds sensitive PI),
+    runs it and releases it to the analyst. Missing users are created (analyst, steward of
+    RSJ, reviewer). The social-insurance dataset must be ingested and in the catalog.
+
+    Args:
+        settings: the deployment's :class:`govdx.Settings`.
+        dataset, analyst, steward, reviewer: catalog code and user names.
+        epsilon: ε of the query (exact text).
+
+    Returns:
+        ``{"job_id", "epsilon", "mechanism", "scale", "ci_halfwidth", "districts",
+        "top_districts": [[code, noisy count, ci_low, ci_high] × 5], "budget": {...}}``.
+
+    Raises:
+        sandbox.SandboxError: a refusal (e.g. :class:`sandbox._ledger.BudgetExceeded`) or a
+            failed run (:class:`RunError` with the worker's reason).
+    """
+    from sandbox._errors import UserError
+    from sandbox._service import Sandbox
+    from sandbox._spec import parse_job_spec
+
+    box = Sandbox(settings)
+    try:
+        for name, role, dept in (
+            (analyst, "analyst", None),
+            (steward, "steward", dataset.split("-")[0]),
+            (reviewer, "reviewer", None),
+        ):
+            try:
+                box.get_user(name)
+            except UserError:
+                box.add_user(name, role, dept, actor="demo")
+        spec = parse_job_spec(
+            {
+                "purpose": "分区县参保人数统计（差分隐私发布）",
+                "legal_basis": "政务数据共享协议 2026-DP-01",
+                "dataset": dataset,
+                "computation": {
+                    "name": "dp_query",
+                    "params": {
+                        "statistic": "count",
+                        "group_by": ["employer_district"],
+                        "epsilon": epsilon,
+                    },
+                },
+            }
+        )
+        job = box.submit(spec, user=analyst)
+        if job["state"] == "awaiting_approval":
+            box.approve(job["id"], user=steward)
+            if box.show(job["id"], user=None)["state"] == "awaiting_approval":
+                box.approve(job["id"], user=reviewer)
+        ran = box.run(job["id"])
+        if ran["state"] != "succeeded":
+            raise RunError(f"demo DP job {job['id']} failed: {ran.get('reason')}")
+        doc = json.loads(box.result(job["id"], user=analyst).data)
+        rows = sorted(doc["rows"], key=lambda r: -r[1])
+        budget = budget_report(box.factory, requester=analyst, dataset=dataset)
+        return {
+            "job_id": job["id"],
+            "epsilon": doc["epsilon"],
+            "mechanism": doc["mechanism"],
+            "scale": doc["noise"][0]["scale"],
+            "ci_halfwidth": doc["noise"][0]["ci_halfwidth"],
+            "districts": len(rows),
+            "top_districts": rows[:5],
+            "budget": budget[0] if budget else None,
+        }
+    finally:
+        box.close()
