@@ -175,11 +175,11 @@ class Sandbox:
                 Job.requester == requester, Job.dataset_code == code, Job.created_at >= since
             )
         ).all()
-        items = sum(
-            int(json.loads(spec)["computation"]["params"].get("max_items", 0))
-            for comp, spec in rows
-            if comp == "psi"
-        )
+        items = 0
+        for comp, spec in rows:  # identifier sets sent for intersection count to the quota
+            params = json.loads(spec)["computation"]["params"]
+            if comp == "psi" or (comp == "psi_sum" and params.get("phase", "join") == "join"):
+                items += int(params.get("max_items", 0))
         return Usage(jobs=len(rows), psi_items=items)
 
     def _transition(

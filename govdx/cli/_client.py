@@ -152,3 +152,182 @@ def finish_command(
         if "intersection" in doc:
             for x in doc["intersection"]:
                 console.print(x)
+
+
+# --- homomorphic sums (docs/he.md) ---------------------------------------------------------------
+psi_sum_app = typer.Typer(
+    help="PSI-sum client (隐私求交求和): request, finish (cardinality + unmask request), reveal.",
+    no_args_is_help=True,
+)
+client_app.add_typer(psi_sum_app, name="psi-sum")
+
+
+@psi_sum_app.callback()
+def _psi_sum_group() -> None:
+    """PSI-sum client (隐私求交求和客户端)."""
+
+
+@client_app.command("keygen")
+def keygen_command(
+    out: Annotated[Path, typer.Option("--out", help="Private key file (written 0600).")],
+    public_out: Annotated[
+        Path, typer.Option("--public-out", help="Public key JSON (goes into he_sum params).")
+    ],
+    bits: Annotated[int, typer.Option("--bits", help="Modulus bits: 2048 or 3072.")] = 2048,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a Paillier key pair (同态密钥对); the private key never leaves this machine."""
+    try:
+        from privacy._paillier import default_scheme
+
+        pk, sk = default_scheme().keygen(bits)
+        sk.save(out)
+        public_out.write_text(pk.to_json(), encoding="utf-8")
+    except GovdxError as exc:
+        fail(exc)
+    doc = {
+        "private_key": str(out),
+        "public_key": str(public_out),
+        "bits": pk.bits,
+        "fingerprint": pk.fingerprint,
+    }
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(f"key {pk.fingerprint} ({pk.bits} bits): private {out}, public {public_out}")
+
+
+@client_app.command("decrypt")
+def decrypt_command(
+    result: Annotated[
+        Path, typer.Option("--result", help="The he_sum result (sandbox result --out).")
+    ],
+    key: Annotated[Path, typer.Option("--key", help="Private key file of `client keygen`.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Decrypt grouped totals of an he_sum result (解密分组合计), exact integers."""
+    try:
+        from privacy._paillier import PrivateKey
+        from sandbox._he import decrypt_he_sum
+
+        sk = PrivateKey.load(key)
+        try:
+            data = result.read_bytes()
+        except OSError as exc:
+            raise GovdxError(f"{result}: cannot read the result: {exc.strerror}") from exc
+        try:
+            out = decrypt_he_sum(data, sk)
+        except ValueError as exc:
+            raise GovdxError(f"{result}: {exc}") from exc
+    except GovdxError as exc:
+        fail(exc)
+    if as_json:
+        print_json(out)
+        return
+    console.print(
+        f"sums in units of 10^-{out['scale']} {out['unit'] or ''} "
+        f"({out['suppressed_groups']} groups under k suppressed)"
+    )
+    console.print("\t".join(out["columns"]))
+    for row in out["rows"]:
+        console.print("\t".join(str(v) for v in row))
+
+
+@psi_sum_app.command("request")
+def psi_sum_request_command(
+    ids: Annotated[Path, typer.Option("--ids", help="CSV file with a header row.")],
+    column: Annotated[str, typer.Option("--column", help="Column of --ids with the identifiers.")],
+    out: Annotated[Path, typer.Option("--out", help="Join request to submit (inputs.request).")],
+    state: Annotated[Path, typer.Option("--state", help="Local state file (0600; keep it).")],
+    element: Annotated[
+        str, typer.Option("--element", help="uscc | resident_id | identifier")
+    ] = "uscc",
+    as_json: JsonOpt = False,
+) -> None:
+    """Blind the identifiers (H(x)^a) for a psi_sum join job."""
+    try:
+        from privacy._blind import PiSumClient
+
+        client, request, rejected = PiSumClient.create(
+            _read_ids(ids, column), element=element, processes=2
+        )
+        out.write_bytes(request.to_bytes())
+        client.save(state)
+    except GovdxError as exc:
+        fail(exc)
+    doc = {
+        "request": str(out),
+        "state": str(state),
+        "items": client.items,
+        "rejected": len(rejected),
+    }
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"join request with {client.items} items written to {out} ({len(rejected)} rejected); "
+            f"submit psi_sum with phase: join, max_items ≥ {client.items}"
+        )
+
+
+@psi_sum_app.command("finish")
+def psi_sum_finish_command(
+    result: Annotated[Path, typer.Option("--result", help="The join job's result.")],
+    state: Annotated[Path, typer.Option("--state", help="The state file of `psi-sum request`.")],
+    out: Annotated[Path, typer.Option("--out", help="Unmask request for the reveal job.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Intersect and add the matching encrypted values: cardinality + the masked sum request."""
+    try:
+        from privacy._blind import PiSumClient
+
+        client = PiSumClient.load(state)
+        try:
+            data = result.read_bytes()
+        except OSError as exc:
+            raise GovdxError(f"{result}: cannot read the result: {exc.strerror}") from exc
+        out.write_bytes(client.finish(data, processes=2))
+        client.save(state)
+    except GovdxError as exc:
+        fail(exc)
+    doc = {"cardinality": client.cardinality, "unmask_request": str(out)}
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"intersection cardinality (交集数量): {client.cardinality}; submit psi_sum with "
+            f"phase: reveal, join_job: <join job id>, inputs: {{request: {out.name}}}"
+        )
+
+
+@psi_sum_app.command("reveal")
+def psi_sum_reveal_command(
+    result: Annotated[Path, typer.Option("--result", help="The reveal job's result.")],
+    state: Annotated[Path, typer.Option("--state", help="The state file (after finish).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the mask: the sum of the values over the intersection (交集求和)."""
+    try:
+        from privacy._blind import PiSumClient
+
+        client = PiSumClient.load(state)
+        try:
+            data = result.read_bytes()
+        except OSError as exc:
+            raise GovdxError(f"{result}: cannot read the result: {exc.strerror}") from exc
+        total = client.reveal(data)
+    except GovdxError as exc:
+        fail(exc)
+    doc = {
+        "cardinality": client.cardinality,
+        "sum": total,
+        "scale": client._s.get("scale"),
+        "unit": client._s.get("unit"),
+    }
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"intersection cardinality (交集数量): {client.cardinality}; sum (交集求和): {total} "
+            f"× 10^-{doc['scale']} {doc['unit'] or ''}"
+        )
