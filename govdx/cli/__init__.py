@@ -9,12 +9,14 @@ Tour::
     govdx quarantine show CODE         # rejected rows with their reasons (masked)
     govdx users add / sandbox submit|approve|run|result / client psi  # sandbox jobs
     govdx audit verify                 # SM3 chain and SM2-signed checkpoints
+    govdx serve                        # HTTP API (/api/v1, CKAN /api/3/action, DCAT)
 """
 
 from __future__ import annotations
 
 import typer
 
+import govdx.cli._auth  # noqa: F401  (registers `govdx users passwd`)
 from govdx.cli._audit import audit_app
 from govdx.cli._catalog import catalog_app, lineage_app
 from govdx.cli._client import client_app
@@ -24,6 +26,7 @@ from govdx.cli._keys import keys_app, publish_command
 from govdx.cli._quality import quality_app
 from govdx.cli._quarantine import quarantine_app
 from govdx.cli._sandbox import sandbox_app, users_app
+from govdx.cli._serve import serve_command
 
 app = typer.Typer(
     name="govdx",
@@ -36,6 +39,7 @@ app = typer.Typer(
 )
 app.command("ingest")(ingest_command)
 app.command("demo")(demo_command)
+app.command("serve")(serve_command)
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(lineage_app, name="lineage")

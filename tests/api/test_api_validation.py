@@ -1,0 +1,129 @@
+"""Validation at the door: 422 with field paths, size limits, submission rate limit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from api_testdata import OWNED, spec_json
+
+
+@pytest.fixture(scope="module")
+def h(tokens):
+    return {n: {"Authorization": f"Bearer {t}"} for n, t in tokens.items()}
+
+
+def test_query_errors_name_the_field(client, h) -> None:
+    r = client.get("/api/v1/catalog/datasets", params={"limit": 0}, headers=h["bank"])
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
+    r = client.get("/api/v1/catalog/datasets", params={"grade": "secret"}, headers=h["bank"])
+    assert r.json()["detail"][0]["loc"] == ["query", "grade"]
+    r = client.get("/api/v1/catalog/datasets", params={"bogus": 1}, headers=h["bank"])
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "extra_forbidden"
+
+
+def test_catalog_search_filters(client, h) -> None:
+    def codes(**params):
+        r = client.get("/api/v1/catalog/datasets", params=params, headers=h["bank"])
+        return [d["code"] for d in r.json()["data"]]
+
+    assert codes() == ["SCJG-0001", "SWJ-0001", "TJJ-PUB-0001"]  # RSJ-0001 unpublished
+    assert codes(q="纳税 信用") == ["SWJ-0001"]
+    assert codes(q="ENTERPRISE") == ["SCJG-0001"]
+    assert codes(element="resident_id") == ["SCJG-0001"]
+    assert codes(open_type="unconditional") == ["TJJ-PUB-0001"]
+    assert codes(grade="important", department="SWJ") == ["SWJ-0001"]
+    r = client.get("/api/v1/catalog/datasets", params={"q": "社会保险"}, headers=h["swj_steward"])
+    assert r.json()["count"] == 0
+    r = client.get("/api/v1/catalog/datasets/RSJ-0001", headers=h["bank"])
+    assert r.status_code == 404
+    assert client.get("/api/v1/catalog/datasets/RSJ-0001", headers=h["admin1"]).status_code == 200
+
+
+def test_body_errors_name_the_key(client, h) -> None:
+    r = client.patch(
+        f"/api/v1/catalog/datasets/{OWNED}",
+        headers=h["swj_steward"],
+        json={"share": {"type": "conditional"}},
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "contract", "share"]
+    r = client.patch(
+        f"/api/v1/catalog/datasets/{OWNED}", headers=h["swj_steward"], json={"tittle": "x"}
+    )
+    assert r.json()["detail"][0]["loc"] == ["body", "tittle"]
+    bad = json.loads(spec_json())
+    bad["computation"]["params"]["max_items"] = 0
+    r = client.post(
+        "/api/v1/sandbox/jobs",
+        headers=h["victim"],
+        data={"spec": json.dumps(bad)},
+        files={"inputs": ("req.bin", b"x")},
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "spec", "computation", "params", "max_items"]
+
+
+def test_contract_upload_checks(client, h) -> None:
+    text = (
+        "code: SWJ-9\nname: t\ntitle: t\ndepartment: {code: SWJ, name: 税务局}\n"
+        "source: {path: x.csv, format: csv}\nshare: {type: none}\n"
+        "fields: [{name: a, type: text}]\n"
+    )
+    r = client.put(
+        "/api/v1/catalog/contracts",
+        headers=h["swj_steward"],
+        files={"contract": ("c.yaml", text.encode())},
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == [
+        "body",
+        "contract",
+        "fields",
+        "0",
+        "type",
+    ]
+    other = text.replace("SWJ, name: 税务局", "SCJG, name: 市场监督管理局").replace(
+        "text", "string"
+    )
+    r = client.put(
+        "/api/v1/catalog/contracts",
+        headers=h["swj_steward"],
+        files={"contract": ("c.yaml", other.encode())},
+    )
+    assert r.status_code == 403 and "SCJG" in r.json()["detail"]
+    r = client.put(
+        "/api/v1/catalog/contracts",
+        headers=h["swj_steward"],
+        files={"contract": ("c.yaml", b"#" * (300 << 10))},
+    )
+    assert r.status_code == 413
+
+
+def test_size_limits(client, h) -> None:
+    r = client.post(
+        "/api/v1/sandbox/jobs",
+        headers=h["victim"],
+        data={"spec": spec_json()},
+        files={"inputs": ("req.bin", b"\0" * ((1 << 20) + 1))},
+    )
+    assert r.status_code == 413 and "inputs.request" in r.json()["detail"]
+    r = client.post(
+        "/api/v1/auth/token",
+        content=b"u" * (3 << 20),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 413
+
+
+def test_submission_rate_limit(client, h) -> None:
+    codes = [
+        client.post("/api/v1/sandbox/jobs", headers=h["burst"], data={"spec": "{}"}).status_code
+        for _ in range(6)
+    ]
+    assert codes == [422] * 5 + [429]
+    r = client.get(
+        "/api/v1/audit/entries",
+        headers=h["admin1"],
+        params={"actor": "burst", "action": "job.submit.throttled"},
+    )
+    assert r.json()["count"] == 1
