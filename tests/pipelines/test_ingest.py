@@ -258,3 +258,36 @@ def test_quarantine_never_stores_sensitive_plaintext(demo, settings, tmp_path):
     assert rid not in text and "2021-02-30" not in text
     stored = b"".join(f.read_bytes() for f in settings.quarantine_dir.rglob("*") if f.is_file())
     assert rid.encode() not in stored and b"2021-02-30" not in stored
+
+
+FILE_02 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "02_nbs_monthly_money_supply_m0_m1_m2_gbk.csv"
+
+
+@pytest.mark.skipif(not FILE_02.exists(), reason="file 02 is not shipped (no licence); needs ../shared/data")
+def test_ingest_unshipped_public_file_02_straight_from_shared_data(settings, tmp_path):
+    """NBS monthly money supply (GBK, metadata above, comma-padded footnotes below): ingested
+    from ../shared/data, never copied into the project."""
+    money = {"type": "decimal", "precision": 18, "scale": 2, "unit": "亿元"}
+    rate = {"type": "decimal", "precision": 6, "scale": 1, "unit": "%"}
+    contract = {
+        "code": "TJJ-PUB-0002", "name": "tjj_money_supply_monthly", "title": "货币供应量（月度）",
+        "department": {"code": "TJJ", "name": "国家统计局"},
+        "source": {"path": str(FILE_02), "format": "csv", "encoding": "gbk", "header_row": 3,
+                   "footer_rows": 2},
+        "primary_key": ["period"],
+        "share": {"type": "unconditional"}, "open": {"type": "unconditional"},
+        "update_cycle": "monthly",
+        "fields": [
+            {"name": "period", "title": "时间", "required": True},
+            {"name": "m2", "source_column": "货币和准货币(M2)供应量期末值(亿元)", **money},
+            {"name": "m2_yoy", "source_column": "货币和准货币(M2)供应量同比增长(%)", **rate},
+            {"name": "m1", "source_column": "货币(M1)供应量期末值(亿元)", **money},
+            {"name": "m0", "source_column": "流通中现金(M0)供应量期末值(亿元)", **money},
+        ],
+    }
+    p = tmp_path / "money.yaml"
+    p.write_text(yaml.safe_dump(contract, allow_unicode=True), encoding="utf-8")
+    out = ingest(p, settings=settings)
+    assert (out.rows_in, out.rows_committed, out.rows_quarantined) == (258, 258, 0)
+    t = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir).read("tjj_money_supply_monthly")
+    assert t["period"][0].as_py() == "2021年5月" and str(t["m2"][0].as_py()) == "2275538.07"
