@@ -10,6 +10,7 @@ Tour::
     govdx users add / sandbox submit|approve|run|result / client psi  # sandbox jobs
     govdx audit verify                 # SM3 chain and SM2-signed checkpoints
     govdx serve                        # HTTP API (/api/v1, CKAN /api/3/action, DCAT)
+    govdx report sharing-rate --format html   # analysts' reports (tables, csv, xlsx, html)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from govdx.cli._ingest import ingest_command
 from govdx.cli._keys import keys_app, publish_command
 from govdx.cli._quality import quality_app
 from govdx.cli._quarantine import quarantine_app
+from govdx.cli._report import report_command
 from govdx.cli._sandbox import sandbox_app, users_app
 from govdx.cli._serve import serve_command
 
@@ -40,6 +42,7 @@ app = typer.Typer(
 app.command("ingest")(ingest_command)
 app.command("demo")(demo_command)
 app.command("serve")(serve_command)
+app.command("report")(report_command)
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(lineage_app, name="lineage")
