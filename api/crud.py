@@ -18,7 +18,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -498,100 +497,6 @@ def quota_usage(
 
 
 # --- reports ----------------------------------------------------------------------------------------
-def sharing_rate(entries: list[Entry]) -> dict[str, Any]:
-    """Sharing and opening rates of the catalog (共享率, 开放率), overall and per department.
-
-    ``sharing_rate`` = entries whose share type is not ``none`` ÷ all entries; ``open_rate`` =
-    entries whose open type is not ``none`` ÷ all entries; unpublished entries count too (the
-    report is over the 目录 as registered). Rates are None for a department with no entry.
-    """
-    per: dict[str, dict[str, Any]] = {}
-    for e in entries:
-        s = e.summary
-        d = per.setdefault(
-            e.department,
-            {"department": s["department"], "entries": 0, "shared": 0, "open": 0, "published": 0},
-        )
-        d["entries"] += 1
-        d["shared"] += s["share"]["type"] != "none"
-        d["open"] += s["open"]["type"] != "none"
-        d["published"] += bool(s["published"])
-
-    def rates(d: dict[str, Any]) -> dict[str, Any]:
-        n = d["entries"]
-        d["sharing_rate"] = d["shared"] / n if n else None
-        d["open_rate"] = d["open"] / n if n else None
-        return d
-
-    total = rates(
-        {
-            "entries": len(entries),
-            "shared": sum(d["shared"] for d in per.values()),
-            "open": sum(d["open"] for d in per.values()),
-            "published": sum(d["published"] for d in per.values()),
-        }
-    )
-    return {"total": total, "departments": [rates(per[k]) for k in sorted(per)]}
-
-
-def security_coverage(*, session: Session, settings: Settings) -> dict[str, Any]:
-    """Encryption coverage of protected fields (安全覆盖率), checked on the stored tables.
-
-    For every entry with a committed version, the fields the contract protects (sensitive
-    personal information or core/important grade) are looked up in the Delta table's schema at
-    the current version: a field counts as covered when its stored column is binary
-    ciphertext (SM4) the protect step writes. Reads Parquet footers only, never rows.
-
-    Returns:
-        ``{"protected_fields", "covered_fields", "coverage" (0..1 or None), "datasets": [{"code",
-        "version", "protected", "covered", "uncovered": [names]}]}``.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from deltalake import DeltaTable
-    from deltalake.exceptions import DeltaError, TableNotFoundError
-
-    datasets = []
-    for ds in catalog.list_datasets(session=session):
-        cur = ds.current_version
-        if cur is None:
-            continue
-        wanted = [f.name for f in ds.fields if f.protected]
-        try:
-            dt = DeltaTable(str(Path(settings.lakehouse_dir) / ds.name), version=cur.delta_version)
-            files = dt.file_uris()
-            schema = pq.read_schema(files[0]) if files else pa.schema(dt.schema().to_arrow())
-        except (TableNotFoundError, DeltaError, OSError):
-            schema = pa.schema([])
-        covered = [
-            n
-            for n in wanted
-            if n in schema.names
-            and (
-                pa.types.is_binary(schema.field(n).type)
-                or pa.types.is_large_binary(schema.field(n).type)
-            )
-        ]
-        datasets.append(
-            {
-                "code": ds.code,
-                "version": cur.delta_version,
-                "protected": len(wanted),
-                "covered": len(covered),
-                "uncovered": sorted(set(wanted) - set(covered)),
-            }
-        )
-    p = sum(d["protected"] for d in datasets)
-    c = sum(d["covered"] for d in datasets)
-    return {
-        "protected_fields": p,
-        "covered_fields": c,
-        "coverage": c / p if p else None,
-        "datasets": datasets,
-    }
-
-
-# --- users ------------------------------------------------------------------------------------------
 def authenticate(*, session: Session, name: str, password: str) -> Any | None:
     """The :class:`sandbox.User` ``name`` when ``password`` matches its Argon2id hash, else None
     (unknown user, no password set, or wrong password all cost one Argon2 verification)."""

@@ -138,6 +138,9 @@ SAMPLES: dict[tuple[str, str], Callable[[Ctx, str | None], Req]] = {
     ("GET", f"{V1}/sandbox/budget"): lambda c, r: Req("GET", f"{V1}/sandbox/budget"),
     ("GET", f"{V1}/reports/sharing-rate"): lambda c, r: Req("GET", f"{V1}/reports/sharing-rate"),
     ("GET", f"{V1}/reports/quality"): lambda c, r: Req("GET", f"{V1}/reports/quality"),
+    ("GET", f"{V1}/reports/duplicate-collection"): lambda c, r: Req(
+        "GET", f"{V1}/reports/duplicate-collection"
+    ),
     ("GET", f"{V1}/reports/security-coverage"): lambda c, r: Req(
         "GET", f"{V1}/reports/security-coverage"
     ),
