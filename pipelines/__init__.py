@@ -46,6 +46,7 @@ from pipelines._land import LandedFile, land, read_landed
 from pipelines._parse import RawRead, detect_encoding, map_columns, read_source
 from pipelines._progress import report, use_reporter
 from pipelines._protect import QUARANTINE_SCHEMA, protect, protect_rejects
+from pipelines._spark import spark_session, transform_spark
 from pipelines._validate import ValidationResult, duplicate_key_rejects, quality_gate, validate
 
 __all__ = [
@@ -82,11 +83,13 @@ __all__ = [
     "read_source",
     "report",
     "run_ingest_dag",
+    "spark_session",
     "task_commit",
     "task_land",
     "task_register",
     "task_transform",
     "transform",
+    "transform_spark",
     "use_reporter",
     "validate",
 ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from airflow.sdk import DAG, dag, task
+from airflow.sdk import DAG, Param, dag, task
 
 from pipelines._airflow import SCHEDULES, START_DATE, dag_id_for, lineage_run_id
 
@@ -75,6 +75,14 @@ def build_ingest_dag(contract_path: str | Path, *, scheduled: bool = True) -> DA
         doc_md=f"Ingest **{contract.title}** ({contract.code}) of {contract.department.name} "
         f"into the lakehouse table `{contract.name}`. Contract: `{contract_path}`.",
         default_args={"retries": 0},
+        params={
+            "engine": Param(
+                None,
+                type=["null", "string"],
+                enum=[None, "duckdb", "spark"],
+                description="transform engine; default GOVDX_ENGINE (duckdb)",
+            )
+        },
     )
     def ingest_dag():
         @task
@@ -97,11 +105,12 @@ def build_ingest_dag(contract_path: str | Path, *, scheduled: bool = True) -> DA
             return False
 
         @task
-        def transform(landed: dict) -> dict:
+        def transform(landed: dict, **context) -> dict:
             from pipelines._ingest import task_transform
 
             return _guarded(task_transform)(contract_path, landed["landed"],
-                                            run_id=landed["run_id"])
+                                            run_id=landed["run_id"],
+                                            engine=context["params"].get("engine"))
 
         @task
         def commit(landed: dict, staged: dict) -> dict:

@@ -33,6 +33,7 @@ Library docs: PySpark ``DataFrame.mapInArrow`` / ``toArrow`` / ``SparkSession.cr
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import time
@@ -78,6 +79,9 @@ SPARK_CONF: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
     "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
     "spark.sql.shuffle.partitions": "8",
+    # local mode: the driver JVM is the executor and holds the collected batches (1 GiB default
+    # runs out at 1,000,000 rows); on a cluster spark-submit's --driver-memory decides
+    "spark.driver.memory": "4g",
     "spark.pyspark.python": sys.executable,
     "spark.pyspark.driver.python": sys.executable,
 }
@@ -120,6 +124,10 @@ def spark_session(
     if SparkContext._active_spark_context is not None:
         yield SparkSession.builder.getOrCreate()
         return
+    # PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts (the
+    # spark.pyspark.python setting is not read in local mode): default to this interpreter, so
+    # the workers import govdx, pyarrow and the crypto libraries of the same environment.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in {**SPARK_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
@@ -399,7 +407,7 @@ def _spark_schema(schema: pa.Schema) -> Any:
 
 def transform_spark(data: bytes, contract: Contract, *, file: str, keyring: Keyring, run_id: str,
                     digest: str, spark: SparkSession,
-                    chunk_bytes: int = 32 << 20) -> tuple[pa.Table | None, pa.Table, dict]:
+                    chunk_bytes: int = 8 << 20) -> tuple[pa.Table | None, pa.Table, dict]:
     """Parse, cast, validate and protect one file's bytes on Spark (pure: no writes).
 
     Same contract and return shape as :func:`pipelines.transform` and the same step functions;
@@ -518,6 +526,17 @@ def transform_on_spark(data: bytes, contract: Contract, *, master: str, file: st
     """:func:`transform_spark` inside :func:`spark_session` (``master`` from the settings).
 
     The drop-in for :func:`pipelines.transform` that ``task_transform(engine="spark")`` calls.
+
+    Args:
+        data, contract, file, keyring, run_id, digest: as :func:`transform_spark`.
+        master: Spark master URL (``Settings.spark_master``); an already active session in this
+            process is used instead and left running.
+
+    Returns:
+        As :func:`transform_spark`.
+
+    Raises:
+        IngestError: as :func:`transform_spark`, or Spark cannot start.
     """
     with spark_session(master) as spark:
         return transform_spark(data, contract, file=file, keyring=keyring, run_id=run_id,

@@ -55,6 +55,7 @@ from privacy._psi import (
     psi_bucket_of,
     psi_serve,
 )
+from privacy._psi_spark import psi_serve_spark
 from privacy._sm2 import (
     DEFAULT_SIGNER_ID,
     SignatureError,
@@ -129,6 +130,7 @@ __all__ = [
     "normalize_identifiers",
     "psi_bucket_of",
     "psi_serve",
+    "psi_serve_spark",
     "sm2_sign",
     "sm2_verify",
     "sm2_z_a",

@@ -27,6 +27,13 @@ def ingest_command(
         ),
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Transform engine: duckdb (embedded, one machine) or spark (PySpark at "
+            "GOVDX_SPARK_MASTER, default local[2]); default GOVDX_ENGINE (计算引擎).",
+        ),
+    ] = None,
 ) -> None:
     """Ingest one department file into the lakehouse (数据归集入湖).
 
@@ -42,8 +49,18 @@ def ingest_command(
       govdx ingest contracts/enterprise_registry.yaml
 
       govdx ingest contracts/tax_payment.yaml --source incoming/tax-2026-10.csv --json
+
+      govdx ingest contracts/enterprise_registry.yaml --engine spark
     """
     settings = get_settings()
+    if engine is not None:
+        if engine not in ("duckdb", "spark"):
+            fail(f"--engine must be duckdb or spark, not {engine!r} (计算引擎只能是 duckdb 或 spark)")
+            return
+        import os
+
+        os.environ["GOVDX_ENGINE"] = engine  # the DAG's tasks build their Settings from GOVDX_*
+        settings = settings.model_copy(update={"engine": engine})
     try:
         c = load_contract(contract)
         settings.ensure_home()
