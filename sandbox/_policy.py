@@ -61,6 +61,8 @@ class SandboxPolicy(BaseModel):
         dp: the differential-privacy block (budget caps, contribution bound, clamp bounds,
             public group domains), validated by :func:`sandbox._dp.dp_policy` (docs/dp.md).
         sum_columns: numeric columns psi_sum / he_sum may add up (None = none; docs/he.md).
+        fl: the federated-training block (parties, rounds, dropout policy), validated by
+            :func:`sandbox._fl.fl_policy` (docs/federated.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +80,7 @@ class SandboxPolicy(BaseModel):
     approval_ttl_hours: float = Field(default=72.0, gt=0)
     dp: dict[str, Any] | None = None  # differential privacy; parsed by sandbox._dp.dp_policy
     sum_columns: list[str] | None = None  # psi_sum / he_sum value columns (docs/he.md)
+    fl: dict[str, Any] | None = None  # federated training; parsed by sandbox._fl.fl_policy
 
 
 def sandbox_policy(contract: Contract) -> SandboxPolicy:
