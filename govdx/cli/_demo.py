@@ -37,6 +37,9 @@ def demo_command(
     public: Annotated[
         bool, typer.Option("--public/--no-public", help="Also ingest the public reference files.")
     ] = True,
+    federated: Annotated[
+        bool, typer.Option("--fl/--no-fl", help="Run the federated-training step (≈1 min).")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Build and ingest the credit-loan (信易贷) demo end to end.
@@ -78,7 +81,8 @@ def demo_command(
     steps: dict[str, dict] = {}
     if not failed:
         try:
-            steps = sandbox_steps(settings, files, workdir=workdir, quiet=as_json)
+            steps = sandbox_steps(settings, files, workdir=workdir, quiet=as_json,
+                                  federated=federated)
         except GovdxError as exc:
             fail(exc)
             return
@@ -88,7 +92,8 @@ def demo_command(
         fail(f"{len(failed)} ingest(s) failed: " + "; ".join(f"{o['dataset']}: {o['error']}" for o in failed))
 
 
-def sandbox_steps(settings, files, *, workdir: Path, quiet: bool) -> dict[str, dict]:
+def sandbox_steps(settings, files, *, workdir: Path, quiet: bool,
+                  federated: bool = True) -> dict[str, dict]:
     """The demo's sandbox steps after ingestion (requester side kept in ``workdir/bank``)."""
     from govdx.demo._scenario import psi_step
 
@@ -102,7 +107,7 @@ def sandbox_steps(settings, files, *, workdir: Path, quiet: bool) -> dict[str, d
         console.print(f"  job {psi['job_id'][:8]}… {psi['state']}: {psi['cardinality']:,} of the "
                       f"bank's {psi['applicants']:,} applicants are taxpayers (交集数量); the bank's "
                       "list never left the bank, no tax row left the sandbox")
-    from sandbox import demo_dp_step
+    from sandbox import demo_dp_step, demo_fl_step
 
     if not quiet:
         console.print("[bold]sandbox[/] employees insured per district, released to the "
@@ -115,7 +120,29 @@ def sandbox_steps(settings, files, *, workdir: Path, quiet: bool) -> dict[str, d
         for code, count, lo, hi in dp["top_districts"][:3]:
             console.print(f"    {code}: {float(count):.0f} (95% CI {float(lo):.1f} … {float(hi):.1f})",
                           highlight=False)
+    if not federated:
+        return steps
+    if files.rows["tax_payment"] < FL_MIN_TAX_ROWS:
+        if not quiet:
+            console.print(f"[bold]sandbox[/] federated step skipped: it needs ≥ "
+                          f"{FL_MIN_TAX_ROWS:,} tax rows so each province has enough "
+                          "(run with --rows 20000 or more)")
+        return steps
+    if not quiet:
+        console.print("[bold]sandbox[/] a default-risk model for the bank, trained across three "
+                      "provinces' tax rows with FedAvg on Flower and SecAgg+ (rows stay with "
+                      "their party; ≈1 min)")
+    fl = demo_fl_step(settings)
+    steps["fl"] = fl
+    if not quiet:
+        pooled = fl["pooled"]
+        console.print(f"  job {fl['job_id'][:8]}… {fl['state']}: {fl['rounds']} rounds, parties "
+                      f"{fl['parties']}, pooled hold-out AUC {pooled['auc']:.3f}, accuracy "
+                      f"{pooled['accuracy']:.3f} ({fl['seconds']:.0f}s)")
     return steps
+
+
+FL_MIN_TAX_ROWS = 20_000
 
 
 def catalog_summary(settings) -> list[dict]:
