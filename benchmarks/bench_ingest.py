@@ -43,19 +43,25 @@ def make_csv(path: Path, rows: int, seed: int = 7) -> None:
     uscc = [b + uscc_check_char(b) for b in body17.tolist()]
     birth = rng.integers(0, 365 * 50, rows)
     births = (np.datetime64("1955-01-01") + birth.astype("timedelta64[D]")).astype(str)
-    id17 = np.char.add(np.char.add(reg, np.char.replace(births, "-", "")),
-                       np.char.zfill(rng.integers(0, 1000, rows).astype(str), 3))
+    id17 = np.char.add(
+        np.char.add(reg, np.char.replace(births, "-", "")),
+        np.char.zfill(rng.integers(0, 1000, rows).astype(str), 3),
+    )
     ids = [b + resident_id_check_char(b) for b in id17.tolist()]
     capital = np.round(rng.lognormal(5, 1.5, rows), 2)
-    day = (np.datetime64("2000-01-01") + rng.integers(0, 9000, rows).astype("timedelta64[D]")).astype(str)
-    table = pa.table({
-        "统一社会信用代码": uscc,
-        "企业名称": np.char.add("测试企业", np.arange(rows).astype(str)),
-        "法定代表人身份证号": ids,
-        "注册地行政区划代码": reg,
-        "注册资本(万元)": capital.astype(str),
-        "成立日期": day,
-    })
+    day = (
+        np.datetime64("2000-01-01") + rng.integers(0, 9000, rows).astype("timedelta64[D]")
+    ).astype(str)
+    table = pa.table(
+        {
+            "统一社会信用代码": uscc,
+            "企业名称": np.char.add("测试企业", np.arange(rows).astype(str)),
+            "法定代表人身份证号": ids,
+            "注册地行政区划代码": reg,
+            "注册资本(万元)": capital.astype(str),
+            "成立日期": day,
+        }
+    )
     pacsv.write_csv(table, path)
 
 
@@ -71,8 +77,13 @@ CONTRACT = {
     "fields": [
         {"name": "uscc", "title": "统一社会信用代码", "required": True, "element": "uscc"},
         {"name": "ent_name", "title": "企业名称", "required": True},
-        {"name": "legal_rep_id", "title": "法定代表人身份证号", "element": "resident_id",
-         "grade": "important", "pi": "sensitive"},
+        {
+            "name": "legal_rep_id",
+            "title": "法定代表人身份证号",
+            "element": "resident_id",
+            "grade": "important",
+            "pi": "sensitive",
+        },
         {"name": "region_code", "title": "注册地行政区划代码", "element": "region_code"},
         {"name": "reg_capital", "title": "注册资本(万元)", "type": "decimal", "scale": 2},
         {"name": "reg_date", "title": "成立日期", "type": "date"},
@@ -81,7 +92,9 @@ CONTRACT = {
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=1_000_000)
     args = ap.parse_args(argv)
     from pipelines import ingest
@@ -91,11 +104,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         csv = tmp / "registry.csv"
         t = time.perf_counter()
         make_csv(csv, args.rows)
-        print(f"generated {args.rows:,} rows ({csv.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s")
-        (tmp / "contract.yaml").write_text(yaml.safe_dump(CONTRACT, allow_unicode=True), encoding="utf-8")
+        print(
+            f"generated {args.rows:,} rows ({csv.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s"
+        )
+        (tmp / "contract.yaml").write_text(
+            yaml.safe_dump(CONTRACT, allow_unicode=True), encoding="utf-8"
+        )
 
         t = time.perf_counter()
-        duckdb.sql(f"COPY (SELECT * FROM read_csv('{csv}')) TO '{tmp / 'duck.parquet'}' (FORMAT parquet)")
+        duckdb.sql(
+            f"COPY (SELECT * FROM read_csv('{csv}')) TO '{tmp / 'duck.parquet'}' (FORMAT parquet)"
+        )
         duck_s = time.perf_counter() - t
 
         settings = Settings(home=tmp / "home")
@@ -110,12 +129,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         {"engine": "DuckDB read_csv → Parquet", "seconds": duck_s},
         {"engine": "govdx ingest steps (no Airflow)", "seconds": govdx_s},
     ]
-    print(f"\nmachine: {platform.machine()}, {platform.python_version()}, "
-          f"rows: {args.rows:,}\n")
+    print(f"\nmachine: {platform.machine()}, {platform.python_version()}, rows: {args.rows:,}\n")
     print("| engine | seconds | rows/s | ratio to DuckDB |\n| --- | ---: | ---: | ---: |")
     for r in results:
-        print(f"| {r['engine']} | {r['seconds']:.2f} | {args.rows / r['seconds']:,.0f} | "
-              f"{r['seconds'] / duck_s:.2f}× |")
+        print(
+            f"| {r['engine']} | {r['seconds']:.2f} | {args.rows / r['seconds']:,.0f} | "
+            f"{r['seconds'] / duck_s:.2f}× |"
+        )
     return results
 
 

@@ -49,12 +49,17 @@ def duckdb_sql() -> str:
     us_w = list(USCC_WEIGHTS)
     org_alpha = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     # weighted sums unrolled into plain column arithmetic (DuckDB's lambdas are ~10× slower)
-    rid_sum = " + ".join(f"(ascii(substr(legal_rep_id, {i + 1}, 1)) - 48) * {w}"
-                         for i, w in enumerate(rid_w))
-    us_sum = " + ".join(f"(instr('{USCC_ALPHABET}', substr(upper(uscc), {i + 1}, 1)) - 1) * {w}"
-                        for i, w in enumerate(us_w))
-    org_sum = " + ".join(f"(instr('{org_alpha}', substr(upper(uscc), {i + 9}, 1)) - 1) * {w}"
-                         for i, w in enumerate(ORG_WEIGHTS))
+    rid_sum = " + ".join(
+        f"(ascii(substr(legal_rep_id, {i + 1}, 1)) - 48) * {w}" for i, w in enumerate(rid_w)
+    )
+    us_sum = " + ".join(
+        f"(instr('{USCC_ALPHABET}', substr(upper(uscc), {i + 1}, 1)) - 1) * {w}"
+        for i, w in enumerate(us_w)
+    )
+    org_sum = " + ".join(
+        f"(instr('{org_alpha}', substr(upper(uscc), {i + 9}, 1)) - 1) * {w}"
+        for i, w in enumerate(ORG_WEIGHTS)
+    )
     return f"""
 WITH c AS (
   SELECT *,
@@ -114,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         files = generate_credit_demo(Path(tmp), rows=args.rows)
         contract = load_contract(CONTRACTS_DIR / "enterprise_registry.yaml").with_source(
-            files.enterprise_registry)
+            files.enterprise_registry
+        )
         raw = read_source(files.enterprise_registry, contract.source)
         cast = cast_table(map_columns(raw.table, contract, file="registry.csv"), contract)
         prep = time.perf_counter() - t0
@@ -140,15 +146,22 @@ def main(argv: list[str] | None = None) -> None:
     ours = {r.rule: r.failed for r in result.scores.rules}
     ours["enterprise_name.required"] = 0  # blanks left at the cast step (prior rejects)
     ours["uscc.required"] = 0
-    mismatch = {k: (ours.get(k), v) for k, v in duck.items()
-                if k not in ("enterprise_name.required", "uscc.required") and ours.get(k) != v}
+    mismatch = {
+        k: (ours.get(k), v)
+        for k, v in duck.items()
+        if k not in ("enterprise_name.required", "uscc.required") and ours.get(k) != v
+    }
     g, d = min(g_times), min(d_times)
-    print(f"# quality stage vs DuckDB — {table.num_rows:,} typed rows "
-          f"({platform.processor() or platform.machine()}, prep {prep:.1f}s untimed)\n")
+    print(
+        f"# quality stage vs DuckDB — {table.num_rows:,} typed rows "
+        f"({platform.processor() or platform.machine()}, prep {prep:.1f}s untimed)\n"
+    )
     print("| engine | seconds | rows/s |")
     print("| --- | ---: | ---: |")
-    print(f"| govdx validate (Arrow rules + GX suite + rejects + scores) | {g:.3f} | "
-          f"{table.num_rows / g:,.0f} |")
+    print(
+        f"| govdx validate (Arrow rules + GX suite + rejects + scores) | {g:.3f} | "
+        f"{table.num_rows / g:,.0f} |"
+    )
     print(f"| DuckDB one SELECT (failure counts only) | {d:.3f} | {table.num_rows / d:,.0f} |")
     print(f"\nratio govdx / DuckDB: **{g / d:.2f}×** (target ≤ 4×)")
     print(f"rows quarantined: {result.rows_quarantined:,}; findings: {result.findings.num_rows:,}")

@@ -33,7 +33,14 @@ import numpy as np
 import catalog
 from reports import Period, sharing_rate
 
-REASONS = ["用途不明确", "超出授权范围", "缺少企业授权书", "请求集合过大", "重复申请", "数据已开放，请直接下载"]
+REASONS = [
+    "用途不明确",
+    "超出授权范围",
+    "缺少企业授权书",
+    "请求集合过大",
+    "重复申请",
+    "数据已开放，请直接下载",
+]
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 SPAN_S = 2 * 365 * 86400
 
@@ -65,8 +72,9 @@ def build(db: Path, *, entries: int, jobs: int, seed: int = 7) -> None:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=OFF")
     depts = [f"D{i:03d}" for i in range(60)]
-    con.executemany("INSERT INTO departments(code, name) VALUES (?, ?)",
-                    [(d, f"部门{d}") for d in depts])
+    con.executemany(
+        "INSERT INTO departments(code, name) VALUES (?, ?)", [(d, f"部门{d}") for d in depts]
+    )
     t0 = np.datetime64(T0.replace(tzinfo=None), "us")
     codes = [f"{depts[i % 60]}-{i:05d}" for i in range(entries)]
     share = rng.choice(["conditional", "unconditional", "none"], entries, p=[0.55, 0.25, 0.2])
@@ -76,14 +84,27 @@ def build(db: Path, *, entries: int, jobs: int, seed: int = 7) -> None:
         "INSERT INTO datasets(id, code, name, title, summary, department_code, format, share_type,"
         " share_conditions, open_type, open_conditions, update_cycle, grade, published, "
         "created_at, updated_at) VALUES (?,?,?,?,'',?,'csv',?,?,?,NULL,'monthly','general',0,?,?)",
-        [(i + 1, codes[i], f"t{i}", f"数据集{i}", depts[i % 60], str(share[i]),
-          "用于审批" if share[i] == "conditional" else None, str(open_[i]), created[i], created[i])
-         for i in range(entries)])
+        [
+            (
+                i + 1,
+                codes[i],
+                f"t{i}",
+                f"数据集{i}",
+                depts[i % 60],
+                str(share[i]),
+                "用于审批" if share[i] == "conditional" else None,
+                str(open_[i]),
+                created[i],
+                created[i],
+            )
+            for i in range(entries)
+        ],
+    )
     users = [f"req{i:03d}" for i in range(400)]
-    con.executemany("INSERT INTO users(name, role, department_code, created_at) "
-                    "VALUES (?, 'requester', ?, ?)",
-                    [(u, None if i < 40 else depts[i % 60], created[0])
-                     for i, u in enumerate(users)])
+    con.executemany(
+        "INSERT INTO users(name, role, department_code, created_at) VALUES (?, 'requester', ?, ?)",
+        [(u, None if i < 40 else depts[i % 60], created[0]) for i, u in enumerate(users)],
+    )
     ids = [f"job{j:09d}" for j in range(jobs)]
     job_code = np.array(codes)[rng.integers(0, entries, jobs)].tolist()
     job_req = np.array(users)[rng.integers(0, len(users), jobs)].tolist()
@@ -95,16 +116,25 @@ def build(db: Path, *, entries: int, jobs: int, seed: int = 7) -> None:
     state = np.array(["awaiting_approval"] * jobs, dtype=object)
     last = sub.copy()
     trans: list[tuple] = []
-    for prev, st in ((None, "submitted"), ("submitted", "policy_checked"),
-                     ("policy_checked", "awaiting_approval")):
+    for prev, st in (
+        (None, "submitted"),
+        ("submitted", "policy_checked"),
+        ("policy_checked", "awaiting_approval"),
+    ):
         trans += zip(ids, [prev] * jobs, [st] * jobs, job_req, sub_s, strict=True)
     for k, (_, path) in enumerate(KINDS):
         sel = np.flatnonzero(kind == k)
         prev = "awaiting_approval"
         for st in path:
             at = dec[sel] + np.timedelta64(AFTER.get(st, 0), "s")
-            trans += zip((ids[i] for i in sel), [prev] * len(sel), [st] * len(sel),
-                         (job_req[i] for i in sel), _ts(at), strict=True)
+            trans += zip(
+                (ids[i] for i in sel),
+                [prev] * len(sel),
+                [st] * len(sel),
+                (job_req[i] for i in sel),
+                _ts(at),
+                strict=True,
+            )
             state[sel] = st
             last[sel] = at
             prev = st
@@ -113,15 +143,35 @@ def build(db: Path, *, entries: int, jobs: int, seed: int = 7) -> None:
         "INSERT INTO sandbox_jobs(id, requester, dataset_code, delta_version, computation, "
         "spec_json, state, reason, decision_json, inputs_json, attempts, created_at, updated_at, "
         "summary_json) VALUES (?,?,?,0,'psi','{}',?,?,?,'{}',0,?,?,'{}')",
-        zip(ids, job_req, job_code, state.tolist(), reasons,
-            ['{"approvals_required": 2, "reviewer_required": true}'] * jobs, sub_s, _ts(last), strict=True))
-    con.executemany("INSERT INTO sandbox_job_transitions(job_id, from_state, to_state, actor, at)"
-                    " VALUES (?,?,?,?,?)", trans)
+        zip(
+            ids,
+            job_req,
+            job_code,
+            state.tolist(),
+            reasons,
+            ['{"approvals_required": 2, "reviewer_required": true}'] * jobs,
+            sub_s,
+            _ts(last),
+            strict=True,
+        ),
+    )
+    con.executemany(
+        "INSERT INTO sandbox_job_transitions(job_id, from_state, to_state, actor, at)"
+        " VALUES (?,?,?,?,?)",
+        trans,
+    )
     rel = np.flatnonzero(state == "released")
-    con.executemany("INSERT INTO sandbox_releases(job_id, recipient, digest, bytes, released_at) "
-                    "VALUES (?,?,?,1024,?)",
-                    zip((ids[i] for i in rel), (job_req[i] for i in rel), ["0" * 64] * len(rel),
-                        _ts(last[rel]), strict=True))
+    con.executemany(
+        "INSERT INTO sandbox_releases(job_id, recipient, digest, bytes, released_at) "
+        "VALUES (?,?,?,1024,?)",
+        zip(
+            (ids[i] for i in rel),
+            (job_req[i] for i in rel),
+            ["0" * 64] * len(rel),
+            _ts(last[rel]),
+            strict=True,
+        ),
+    )
     con.commit()
     con.execute("ANALYZE")
     con.close()
@@ -151,16 +201,22 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
         rows.append((label, min(times), statistics.median(times), rep))
     factory.kw["bind"].dispose()
-    print(f"\nsharing-rate report — {args.entries:,} entries, {args.jobs:,} jobs, SQLite, "
-          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}\n")
-    print("| period | best s | median s | catalog share | actual share | satisfaction | "
-          "median decision s |")
+    print(
+        f"\nsharing-rate report — {args.entries:,} entries, {args.jobs:,} jobs, SQLite, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}\n"
+    )
+    print(
+        "| period | best s | median s | catalog share | actual share | satisfaction | "
+        "median decision s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for label, best, med, rep in rows:
         f = {x.key: x.value for x in rep.figures}
-        print(f"| {label} | {best:.2f} | {med:.2f} | {f['catalog_share_rate']} | "
-              f"{f['actual_share_rate']} | {f['request_satisfaction']} | "
-              f"{float(f['median_decision_seconds'] or 0):.0f} |")
+        print(
+            f"| {label} | {best:.2f} | {med:.2f} | {f['catalog_share_rate']} | "
+            f"{f['actual_share_rate']} | {f['request_satisfaction']} | "
+            f"{float(f['median_decision_seconds'] or 0):.0f} |"
+        )
     worst = max(r[2] for r in rows)
     print(f"\ntarget < 2 s: {'met' if worst < 2 else 'NOT met'} (worst median {worst:.2f} s)")
     tmp.cleanup()

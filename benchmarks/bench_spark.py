@@ -35,9 +35,21 @@ def _make_csv(path: Path, rows: int) -> None:
     from quality import org_code_check_char, uscc_check_char
 
     make_csv(path, rows)
-    t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types={n: "string" for n in ("统一社会信用代码", "法定代表人身份证号",
-                                            "注册地行政区划代码", "注册资本(万元)", "成立日期")}))
+    t = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={
+                n: "string"
+                for n in (
+                    "统一社会信用代码",
+                    "法定代表人身份证号",
+                    "注册地行政区划代码",
+                    "注册资本(万元)",
+                    "成立日期",
+                )
+            }
+        ),
+    )
     serial = np.random.default_rng(8).permutation(10**8)[:rows]
     first8 = np.char.zfill(serial.astype(str), 8)
     org = [b + org_code_check_char(b) for b in first8.tolist()]
@@ -55,8 +67,9 @@ def _ingest_rows(rows: int, spark_master: str) -> dict:
         tmp = Path(tmp)
         _make_csv(tmp / "registry.csv", rows)
         out["mb"] = (tmp / "registry.csv").stat().st_size / 1e6
-        (tmp / "contract.yaml").write_text(yaml.safe_dump(CONTRACT, allow_unicode=True),
-                                           encoding="utf-8")
+        (tmp / "contract.yaml").write_text(
+            yaml.safe_dump(CONTRACT, allow_unicode=True), encoding="utf-8"
+        )
         committed = {}
         for engine in ("duckdb", "spark"):
             settings = Settings(home=tmp / f"home-{engine}", spark_master=spark_master)
@@ -75,8 +88,9 @@ def _psi(items: int, buckets: int, spark) -> dict:
     rng = random.Random(7)
     server = [f"SRV{rng.randrange(10**15):015d}" for _ in range(items)]
     client = rng.sample(server, items // 4) + [f"CLI{i:015d}" for i in range(items - items // 4)]
-    session, request = PsiClientSession.create(client, reveal_intersection=False,
-                                               buckets=buckets, processes=2)
+    session, request = PsiClientSession.create(
+        client, reveal_intersection=False, buckets=buckets, processes=2
+    )
     t = time.perf_counter()
     local = psi_serve(server, request, processes=2, max_buckets=buckets)
     local_s = time.perf_counter() - t
@@ -89,8 +103,9 @@ def _psi(items: int, buckets: int, spark) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--psi-items", type=int, default=100_000)
     ap.add_argument("--buckets", type=int, default=4)
@@ -104,21 +119,29 @@ def main(argv: list[str] | None = None) -> dict:
         ingests = [_ingest_rows(n, args.master) for n in args.rows]
         psi = _psi(args.psi_items, args.buckets, spark) if args.psi_items else None
 
-    print(f"\nmachine: {platform.machine()}, Python {platform.python_version()}, "
-          f"Spark {args.master} (start-up {start_s:.1f}s, not in the figures)\n")
+    print(
+        f"\nmachine: {platform.machine()}, Python {platform.python_version()}, "
+        f"Spark {args.master} (start-up {start_s:.1f}s, not in the figures)\n"
+    )
     print("| rows | CSV MB | engine=duckdb s | engine=spark s | spark / duckdb |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for r in ingests:
-        print(f"| {r['rows']:,} | {r['mb']:.1f} | {r['duckdb']:.1f} | {r['spark']:.1f} | "
-              f"{r['spark'] / r['duckdb']:.2f}× |")
+        print(
+            f"| {r['rows']:,} | {r['mb']:.1f} | {r['duckdb']:.1f} | {r['spark']:.1f} | "
+            f"{r['spark'] / r['duckdb']:.2f}× |"
+        )
     if len(ingests) > 1:
         a, b = ingests[0], ingests[-1]
         k = b["rows"] / a["rows"]
-        print(f"\ngrowth ×{k:.0f} rows: duckdb ×{b['duckdb'] / a['duckdb']:.1f}, "
-              f"spark ×{b['spark'] / a['spark']:.1f}")
+        print(
+            f"\ngrowth ×{k:.0f} rows: duckdb ×{b['duckdb'] / a['duckdb']:.1f}, "
+            f"spark ×{b['spark'] / a['spark']:.1f}"
+        )
     if psi:
-        print(f"\n| PSI {psi['items']:,} × {psi['items']:,}, {psi['buckets']} buckets, cardinality | "
-              "seconds |\n| --- | ---: |")
+        print(
+            f"\n| PSI {psi['items']:,} × {psi['items']:,}, {psi['buckets']} buckets, cardinality | "
+            "seconds |\n| --- | ---: |"
+        )
         print(f"| privacy.psi_serve(processes=2) | {psi['psi_serve']:.1f} |")
         print(f"| psi_serve_spark (local[2], one task per bucket) | {psi['spark']:.1f} |")
     return {"start_s": start_s, "ingest": ingests, "psi": psi}

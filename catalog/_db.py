@@ -41,7 +41,12 @@ NAMING_CONVENTION = {
 }
 
 #: Modules that define models on :class:`Base`; imported before comparing or autogenerating.
-MODEL_MODULES: list[str] = ["catalog._models", "sandbox._models", "quality._models", "sandbox._ledger"]
+MODEL_MODULES: list[str] = [
+    "catalog._models",
+    "sandbox._models",
+    "quality._models",
+    "sandbox._ledger",
+]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

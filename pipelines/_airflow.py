@@ -48,8 +48,6 @@ def lineage_run_id(dag_id: str, airflow_run_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"govdx://airflow/{dag_id}/{airflow_run_id}"))
 
 
-
-
 def configure_airflow(settings: Settings) -> Path:
     """Point Airflow at the home (env vars) and migrate its metadata DB once.
 
@@ -92,10 +90,15 @@ def _migrate_once(marker: Path) -> None:
     if not marker.exists():
         airflow_bin = Path(sys.executable).parent / "airflow"
         proc = subprocess.run(
-            [str(airflow_bin), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
+            [str(airflow_bin), "db", "migrate"],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
         )
         if proc.returncode != 0:
-            raise IngestError(f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            raise IngestError(
+                f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            )
         marker.write_text("ok\n")
 
 

@@ -100,31 +100,42 @@ def build_ingest_dag(contract_path: str | Path, *, scheduled: bool = True) -> DA
             from pipelines._ingest import emit_lineage
 
             lf = landed["landed"]
-            emit_lineage(Settings(), contract, event_type="COMPLETE", run_id=landed["run_id"],
-                         source_name=lf["source_name"], digest=lf["digest"])
+            emit_lineage(
+                Settings(),
+                contract,
+                event_type="COMPLETE",
+                run_id=landed["run_id"],
+                source_name=lf["source_name"],
+                digest=lf["digest"],
+            )
             return False
 
         @task
         def transform(landed: dict, **context) -> dict:
             from pipelines._ingest import task_transform
 
-            return _guarded(task_transform)(contract_path, landed["landed"],
-                                            run_id=landed["run_id"],
-                                            engine=context["params"].get("engine"))
+            return _guarded(task_transform)(
+                contract_path,
+                landed["landed"],
+                run_id=landed["run_id"],
+                engine=context["params"].get("engine"),
+            )
 
         @task
         def commit(landed: dict, staged: dict) -> dict:
             from pipelines._ingest import task_commit
 
-            return _guarded(task_commit)(contract_path, landed["landed"], staged,
-                                         run_id=landed["run_id"])
+            return _guarded(task_commit)(
+                contract_path, landed["landed"], staged, run_id=landed["run_id"]
+            )
 
         @task
         def register(landed: dict, staged: dict, committed: dict) -> dict:
             from pipelines._ingest import task_register
 
-            return _guarded(task_register)(contract_path, landed["landed"], staged, committed,
-                                           run_id=landed["run_id"])
+            return _guarded(task_register)(
+                contract_path, landed["landed"], staged, committed, run_id=landed["run_id"]
+            )
 
         landed = land()
         gate = needs_work(landed)

@@ -143,9 +143,14 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
         settings, contract, event_type="START", run_id=run_id, source_name=source.name, digest=None
     )
     keyring = pipeline_keyring(settings, contract.code)
-    landed = land(source, dataset_code=contract.code, landing_dir=settings.landing_dir, keyring=keyring)
-    report("land", f"{source.name}: {landed.size_bytes:,} bytes, SM3 {landed.digest[:12]}…"
-           + ("" if landed.newly_landed else " (already landed)"))
+    landed = land(
+        source, dataset_code=contract.code, landing_dir=settings.landing_dir, keyring=keyring
+    )
+    report(
+        "land",
+        f"{source.name}: {landed.size_bytes:,} bytes, SM3 {landed.digest[:12]}…"
+        + ("" if landed.newly_landed else " (already landed)"),
+    )
     with catalog.session_scope(settings.catalog_db_url) as s:
         try:
             ds = catalog.get_dataset(session=s, code=contract.code)
@@ -158,8 +163,11 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     )
     already = current is not None and current.source_digest == landed.digest and same_definition
     if already:
-        report("land", f"these bytes are already the current version {current.delta_version} "
-               "under this contract: nothing to do")
+        report(
+            "land",
+            f"these bytes are already the current version {current.delta_version} "
+            "under this contract: nothing to do",
+        )
     elif current is not None and current.source_digest == landed.digest:
         report("land", "same bytes as the current version but the contract changed: re-ingesting")
     return {
@@ -175,7 +183,9 @@ def registered_definition(contract_yaml: str, code: str) -> str | None:
     import yaml
 
     try:
-        return Contract.from_dict(yaml.safe_load(contract_yaml), path=f"catalog:{code}").definition_digest()
+        return Contract.from_dict(
+            yaml.safe_load(contract_yaml), path=f"catalog:{code}"
+        ).definition_digest()
     except Exception:  # a registered contract from an older govdx: treat as different
         return None
 
@@ -185,11 +195,16 @@ def raw_columns_matched(raw: pa.Table, field) -> set[str]:
     from pipelines._parse import WHITESPACE
 
     cols = {c.strip(WHITESPACE) for c in raw.column_names}
-    return {field.name} if any(c.strip(WHITESPACE) in cols for c in field.source_candidates()) else set()
+    return (
+        {field.name}
+        if any(c.strip(WHITESPACE) in cols for c in field.source_candidates())
+        else set()
+    )
 
 
-def transform(data: bytes, contract: Contract, *, file: str, keyring: Keyring, run_id: str,
-              digest: str) -> tuple[pa.Table, pa.Table, dict]:
+def transform(
+    data: bytes, contract: Contract, *, file: str, keyring: Keyring, run_id: str, digest: str
+) -> tuple[pa.Table, pa.Table, dict]:
     """Parse, cast, validate and protect one file's bytes (pure: no writes).
 
     Returns:
@@ -210,18 +225,29 @@ def transform(data: bytes, contract: Contract, *, file: str, keyring: Keyring, r
         if not f.required and f.name not in raw_columns_matched(raw.table, f)
     ]
     if missing:
-        report("transform", f"warning: no source column for optional field(s) {missing}: "
-               "stored as NULL (可选字段未找到对应列)")
+        report(
+            "transform",
+            f"warning: no source column for optional field(s) {missing}: "
+            "stored as NULL (可选字段未找到对应列)",
+        )
     mapped = map_columns(raw.table, contract, file=file)
     cast = cast_table(mapped, contract)
-    prior = pa.concat_tables([raw.rejects.select([ROW, "field", "value", "reason"]),
-                              cast.rejects.select([ROW, "field", "value", "reason"])])
+    prior = pa.concat_tables(
+        [
+            raw.rejects.select([ROW, "field", "value", "reason"]),
+            cast.rejects.select([ROW, "field", "value", "reason"]),
+        ]
+    )
     result = validate(cast.table, contract, rows_in=raw.rows_in, prior_rejects=prior)
-    report("transform", f"{raw.rows_in:,} rows read ({raw.encoding}), "
-           f"{result.passed.num_rows:,} passed, {result.rows_quarantined:,} quarantined "
-           f"in {time.perf_counter() - t0:.1f}s")
-    quarantine = protect_rejects(result.rejects, contract, keyring=keyring, run_id=run_id,
-                                 digest=digest)
+    report(
+        "transform",
+        f"{raw.rows_in:,} rows read ({raw.encoding}), "
+        f"{result.passed.num_rows:,} passed, {result.rows_quarantined:,} quarantined "
+        f"in {time.perf_counter() - t0:.1f}s",
+    )
+    quarantine = protect_rejects(
+        result.rejects, contract, keyring=keyring, run_id=run_id, digest=digest
+    )
     counts = {
         "rows_in": result.rows_in,
         "rows_passed": result.passed.num_rows,
@@ -240,8 +266,9 @@ def transform(data: bytes, contract: Contract, *, file: str, keyring: Keyring, r
     return protected, quarantine, counts
 
 
-def task_transform(contract_path: str, landed: dict, *, settings: Settings, run_id: str,
-                   engine: str | None = None) -> dict:
+def task_transform(
+    contract_path: str, landed: dict, *, settings: Settings, run_id: str, engine: str | None = None
+) -> dict:
     """Task 2: read the landed bytes, transform, store quarantine rows, stage the protected table.
 
     ``engine``: ``duckdb`` (embedded, :func:`transform`) or ``spark`` (the same steps on PySpark
@@ -264,43 +291,66 @@ def task_transform(contract_path: str, landed: dict, *, settings: Settings, run_
     protected, quarantine, counts = run(
         data, contract, file=lf.source_name, keyring=keyring, run_id=run_id, digest=lf.digest
     )
-    lakehouse_of(settings).append_quarantine(contract.name, quarantine, digest=lf.digest,
-                                              run_id=run_id)
+    lakehouse_of(settings).append_quarantine(
+        contract.name, quarantine, digest=lf.digest, run_id=run_id
+    )
     if counts["gate_error"]:
         from pipelines._errors import QualityGateError
 
-        raise QualityGateError(counts["gate_error"], pass_rate=counts["pass_rate"],
-                               threshold=contract.quality.min_pass_rate,
-                               quarantined=counts["rows_quarantined"])
+        raise QualityGateError(
+            counts["gate_error"],
+            pass_rate=counts["pass_rate"],
+            threshold=contract.quality.min_pass_rate,
+            quarantined=counts["rows_quarantined"],
+        )
     stage = settings.staging_dir / run_id
     stage.mkdir(parents=True, exist_ok=True)
     pq.write_table(protected, stage / "table.parquet")
-    report("protect", f"{len(contract.protected_fields)} field(s) encrypted with SM4, "
-           f"staged {protected.num_rows:,} rows")
+    report(
+        "protect",
+        f"{len(contract.protected_fields)} field(s) encrypted with SM4, "
+        f"staged {protected.num_rows:,} rows",
+    )
     return {**counts, "staged": str(stage / "table.parquet")}
 
 
-def task_commit(contract_path: str, landed: dict, staged: dict, *, settings: Settings,
-                run_id: str) -> dict:
+def task_commit(
+    contract_path: str, landed: dict, staged: dict, *, settings: Settings, run_id: str
+) -> dict:
     """Task 3: commit the staged table as a new Delta version (atomic; no-op for known bytes)."""
     contract = load_contract(contract_path)
     table = pq.read_table(staged["staged"])
-    result = lakehouse_of(settings).commit(contract.name, table, digest=landed["digest"],
-                                           run_id=run_id,
-                                           definition=contract.definition_digest())
-    report("commit", f"Delta version {result.version} of {contract.name}"
-           + ("" if result.created else " (already committed)"))
+    result = lakehouse_of(settings).commit(
+        contract.name,
+        table,
+        digest=landed["digest"],
+        run_id=run_id,
+        definition=contract.definition_digest(),
+    )
+    report(
+        "commit",
+        f"Delta version {result.version} of {contract.name}"
+        + ("" if result.created else " (already committed)"),
+    )
     return result.to_dict()
 
 
-def task_register(contract_path: str, landed: dict, staged: dict, committed: dict, *,
-                  settings: Settings, run_id: str) -> dict:
+def task_register(
+    contract_path: str,
+    landed: dict,
+    staged: dict,
+    committed: dict,
+    *,
+    settings: Settings,
+    run_id: str,
+) -> dict:
     """Task 4: in one catalog transaction, upsert the entry, add the version, record COMPLETE."""
     path = Path(contract_path)
     contract = load_contract(path)
     with catalog.session_scope(settings.catalog_db_url) as s:
-        dataset = catalog.upsert_dataset(session=s, contract=contract,
-                                         contract_yaml=path.read_text(encoding="utf-8"))
+        dataset = catalog.upsert_dataset(
+            session=s, contract=contract, contract_yaml=path.read_text(encoding="utf-8")
+        )
         version = catalog.add_version(
             session=s,
             dataset=dataset,
@@ -314,8 +364,15 @@ def task_register(contract_path: str, landed: dict, staged: dict, committed: dic
         )
         if staged.get("scores"):
             quality.record_quality(session=s, dataset_version=version, scores=staged["scores"])
-        emit_lineage(settings, contract, event_type="COMPLETE", run_id=run_id,
-                     source_name=landed["source_name"], digest=landed["digest"], session=s)
+        emit_lineage(
+            settings,
+            contract,
+            event_type="COMPLETE",
+            run_id=run_id,
+            source_name=landed["source_name"],
+            digest=landed["digest"],
+            session=s,
+        )
         out = {"dataset": contract.code, "delta_version": version.delta_version}
     shutil.rmtree(Path(staged["staged"]).parent, ignore_errors=True)
     report("register", f"catalog entry {contract.code} now at version {out['delta_version']}")
@@ -336,8 +393,13 @@ class IngestOutcome:
     rows_quarantined: int = 0
 
 
-def ingest(contract_path: str | Path, *, settings: Settings, run_id: str | None = None,
-           engine: str | None = None) -> IngestOutcome:
+def ingest(
+    contract_path: str | Path,
+    *,
+    settings: Settings,
+    run_id: str | None = None,
+    engine: str | None = None,
+) -> IngestOutcome:
     """Run the four tasks in this process without Airflow (tests, benchmarks, fallbacks).
 
     ``engine``: ``duckdb`` or ``spark`` for the transform task (default ``settings.engine``).
@@ -351,18 +413,34 @@ def ingest(contract_path: str | Path, *, settings: Settings, run_id: str | None 
         landed = task_land(contract_path, settings=settings, run_id=run_id)
         lf = landed["landed"]
         if landed["already_committed"]:
-            emit_lineage(settings, load_contract(contract_path), event_type="COMPLETE",
-                         run_id=run_id, source_name=lf["source_name"], digest=lf["digest"])
-            return IngestOutcome(run_id, load_contract(contract_path).code, lf["digest"],
-                                 created=False, version=landed["current_version"])
-        staged = task_transform(contract_path, lf, settings=settings, run_id=run_id,
-                                engine=engine)
+            emit_lineage(
+                settings,
+                load_contract(contract_path),
+                event_type="COMPLETE",
+                run_id=run_id,
+                source_name=lf["source_name"],
+                digest=lf["digest"],
+            )
+            return IngestOutcome(
+                run_id,
+                load_contract(contract_path).code,
+                lf["digest"],
+                created=False,
+                version=landed["current_version"],
+            )
+        staged = task_transform(contract_path, lf, settings=settings, run_id=run_id, engine=engine)
         committed = task_commit(contract_path, lf, staged, settings=settings, run_id=run_id)
         reg = task_register(contract_path, lf, staged, committed, settings=settings, run_id=run_id)
     except Exception as exc:
         record_failure(settings, contract_path, run_id, exc)
         raise
-    return IngestOutcome(run_id, reg["dataset"], lf["digest"], created=True,
-                         version=reg["delta_version"], rows_in=staged["rows_in"],
-                         rows_committed=committed["rows"],
-                         rows_quarantined=staged["rows_quarantined"])
+    return IngestOutcome(
+        run_id,
+        reg["dataset"],
+        lf["digest"],
+        created=True,
+        version=reg["delta_version"],
+        rows_in=staged["rows_in"],
+        rows_committed=committed["rows"],
+        rows_quarantined=staged["rows_quarantined"],
+    )

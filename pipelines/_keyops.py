@@ -57,7 +57,9 @@ def rotate_kek(settings: Settings, *, audit=None) -> dict:
     count = keyring.rewrap(new_kms)
     os.replace(nxt, path)
     if audit:
-        audit("kek.rotate", {"old_kek_id": old_id, "new_kek_id": new_kms.kek_id, "rewrapped": count})
+        audit(
+            "kek.rotate", {"old_kek_id": old_id, "new_kek_id": new_kms.kek_id, "rewrapped": count}
+        )
     return {"rewrapped": count, "old_kek_id": old_id, "new_kek_id": new_kms.kek_id}
 
 
@@ -121,14 +123,18 @@ class Coverage:
         return {**asdict(self), "ratio": self.ratio}
 
 
-def encryption_coverage(contract: Contract, *, lakehouse: Lakehouse, version: int | None) -> Coverage:
+def encryption_coverage(
+    contract: Contract, *, lakehouse: Lakehouse, version: int | None
+) -> Coverage:
     """Which protected fields the stored version really holds as ciphertext (reads the schema)."""
     protected = [f.name for f in contract.protected_fields]
     if version is None:
         return Coverage(contract.code, None, protected, [], protected)
     schema = lakehouse.read(contract.name, version).schema
     enc = [
-        f.name for f in schema if (f.metadata or {}).get(CIPHER_META) == b"SM4" and f.name in protected
+        f.name
+        for f in schema
+        if (f.metadata or {}).get(CIPHER_META) == b"SM4" and f.name in protected
     ]
     return Coverage(contract.code, version, protected, enc, [p for p in protected if p not in enc])
 
@@ -137,8 +143,6 @@ def contract_of(dataset) -> Contract:
     """The contract registered with a catalog entry (``Dataset.contract_yaml``)."""
     import yaml
 
-    return Contract.from_dict(yaml.safe_load(dataset.contract_yaml or ""), path=f"catalog:{dataset.code}")
-
-
-
-
+    return Contract.from_dict(
+        yaml.safe_load(dataset.contract_yaml or ""), path=f"catalog:{dataset.code}"
+    )

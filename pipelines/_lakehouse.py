@@ -35,6 +35,8 @@ def _to_arrow(dt: DeltaTable) -> pa.Table:
     if not files:
         return pa.schema(dt.schema().to_arrow()).empty_table()
     return pq.read_table(files)
+
+
 RUN_KEY = "govdx.run_id"
 DEFINITION_KEY = "govdx.contract_definition"
 
@@ -134,8 +136,10 @@ class Lakehouse:
         """
         if not force:
             latest = self.latest_commit(name)
-            if latest is not None and latest.get(DIGEST_KEY) == digest and (
-                definition is None or latest.get(DEFINITION_KEY) == definition
+            if (
+                latest is not None
+                and latest.get(DIGEST_KEY) == digest
+                and (definition is None or latest.get(DEFINITION_KEY) == definition)
             ):
                 return CommitResult(name, int(latest["version"]), table.num_rows, created=False)
         meta = {DIGEST_KEY: digest, RUN_KEY: run_id}

@@ -131,4 +131,8 @@ def _scrub(reasons: pa.Array, values: pa.Array, masked: pa.Array) -> pa.Array:
 
 
 def _optional(rejects: pa.Table, name: str, n: int) -> pa.ChunkedArray | pa.Array:
-    return rejects[name].cast(pa.string()) if name in rejects.column_names else pa.nulls(n, pa.string())
+    return (
+        rejects[name].cast(pa.string())
+        if name in rejects.column_names
+        else pa.nulls(n, pa.string())
+    )

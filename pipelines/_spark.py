@@ -200,23 +200,28 @@ class _TaskKeys:
 
 def _task_keys(contract: Contract, keyring: Keyring) -> _TaskKeys:
     elements = sorted({f.element for f in contract.fields if f.element in TOKEN_ELEMENTS})
-    return _TaskKeys(contract.code, keyring.current(contract.code),
-                     {e: keyring.token_key(e) for e in elements})
+    return _TaskKeys(
+        contract.code, keyring.current(contract.code), {e: keyring.token_key(e) for e in elements}
+    )
 
 
 # --- stage 1: parse + map + cast in the executors ----------------------------------------------
 def _stage1_schema(contract: Contract) -> pa.Schema:
-    return pa.schema([
-        *arrow_schema(contract),
-        pa.field(CHUNK, pa.int64()),
-        pa.field(KIND, pa.int8()),
-        pa.field("_field", pa.string()),
-        pa.field("_value", pa.string()),
-        pa.field("_reason", pa.string()),
-    ])
+    return pa.schema(
+        [
+            *arrow_schema(contract),
+            pa.field(CHUNK, pa.int64()),
+            pa.field(KIND, pa.int8()),
+            pa.field("_field", pa.string()),
+            pa.field("_value", pa.string()),
+            pa.field("_reason", pa.string()),
+        ]
+    )
 
 
-def _tagged(schema: pa.Schema, n: int, chunk: int, kind: int, cols: dict[str, Any]) -> list[pa.RecordBatch]:
+def _tagged(
+    schema: pa.Schema, n: int, chunk: int, kind: int, cols: dict[str, Any]
+) -> list[pa.RecordBatch]:
     arrays = []
     for f in schema:
         if f.name == CHUNK:
@@ -231,18 +236,34 @@ def _tagged(schema: pa.Schema, n: int, chunk: int, kind: int, cols: dict[str, An
     return pa.Table.from_arrays(arrays, schema=schema).to_batches()
 
 
-def _stage1_batches(chunk: int, mapped: pa.Table, parse_rejects: pa.Table, rows_in: int,
-                    contract: Contract, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _stage1_batches(
+    chunk: int,
+    mapped: pa.Table,
+    parse_rejects: pa.Table,
+    rows_in: int,
+    contract: Contract,
+    schema: pa.Schema,
+) -> Iterator[pa.RecordBatch]:
     """cast_table on one mapped piece; yields typed rows, parse/cast rejects and rows read."""
     cast = cast_table(mapped, contract)
     typed = cast.table
-    yield from _tagged(schema, typed.num_rows, chunk, _ROWS,
-                       {n: typed[n] for n in typed.column_names})
+    yield from _tagged(
+        schema, typed.num_rows, chunk, _ROWS, {n: typed[n] for n in typed.column_names}
+    )
     for kind, rej in ((_PARSE_REJECT, parse_rejects), (_CAST_REJECT, cast.rejects)):
         if rej.num_rows:
-            yield from _tagged(schema, rej.num_rows, chunk, kind,
-                               {ROW: rej[ROW], "_field": rej["field"], "_value": rej["value"],
-                                "_reason": rej["reason"]})
+            yield from _tagged(
+                schema,
+                rej.num_rows,
+                chunk,
+                kind,
+                {
+                    ROW: rej[ROW],
+                    "_field": rej["field"],
+                    "_value": rej["value"],
+                    "_reason": rej["reason"],
+                },
+            )
     yield from _tagged(schema, 1, chunk, _META, {ROW: pa.array([rows_in], pa.int64())})
 
 
@@ -253,21 +274,31 @@ def _shift_rows(table: pa.Table, by: int) -> pa.Table:
     return table.set_column(i, ROW, pc.add(table[ROW], pa.scalar(by, pa.int64())))
 
 
-def _csv_chunks(batches: Iterator[pa.RecordBatch], *, header: bytes, source: Source, file: str,
-                contract: Contract, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _csv_chunks(
+    batches: Iterator[pa.RecordBatch],
+    *,
+    header: bytes,
+    source: Source,
+    file: str,
+    contract: Contract,
+    schema: pa.Schema,
+) -> Iterator[pa.RecordBatch]:
     """Executor side of a CSV: each input row is one chunk of records (UTF-8, header-less)."""
     for b in batches:
-        for chunk, shift, data in zip(b[CHUNK].to_pylist(), b["shift"].to_pylist(),
-                                      b["data"].to_pylist(), strict=True):
+        for chunk, shift, data in zip(
+            b[CHUNK].to_pylist(), b["shift"].to_pylist(), b["data"].to_pylist(), strict=True
+        ):
             table, rejects, _ = _read_csv(header + data, source, file)
             rows_in = table.num_rows + len(pc.unique(rejects[ROW]))
             mapped = map_columns(_shift_rows(table, shift), contract, file=file)
-            yield from _stage1_batches(chunk, mapped, _shift_rows(rejects, shift), rows_in,
-                                       contract, schema)
+            yield from _stage1_batches(
+                chunk, mapped, _shift_rows(rejects, shift), rows_in, contract, schema
+            )
 
 
-def _mapped_batches(batches: Iterator[pa.RecordBatch], *, contract: Contract,
-                    schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _mapped_batches(
+    batches: Iterator[pa.RecordBatch], *, contract: Contract, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
     """Executor side of XLSX/JSON: batches of the mapped string table read on the driver."""
     empty = REJECTS_SCHEMA.empty_table()
     for b in batches:
@@ -315,15 +346,22 @@ def _warn_missing_optional(raw: pa.Table, contract: Contract) -> None:
     """The embedded engine's warning for optional fields without a source column."""
     from pipelines._ingest import raw_columns_matched
 
-    missing = [f.name for f in contract.fields
-               if not f.required and f.name not in raw_columns_matched(raw, f)]
+    missing = [
+        f.name
+        for f in contract.fields
+        if not f.required and f.name not in raw_columns_matched(raw, f)
+    ]
     if missing:
-        report("transform", f"warning: no source column for optional field(s) {missing}: "
-               "stored as NULL (可选字段未找到对应列)")
+        report(
+            "transform",
+            f"warning: no source column for optional field(s) {missing}: "
+            "stored as NULL (可选字段未找到对应列)",
+        )
 
 
-def _csv_frame(spark: SparkSession, data: bytes, source: Source, file: str, contract: Contract,
-               pieces: int) -> tuple[DataFrame, Callable[..., Any], str]:
+def _csv_frame(
+    spark: SparkSession, data: bytes, source: Source, file: str, contract: Contract, pieces: int
+) -> tuple[DataFrame, Callable[..., Any], str]:
     """Decode, check the header on the driver, and one Spark partition per chunk of records."""
     buf, encoding = _to_utf8(data, source.encoding, file)
     pos = 0
@@ -354,14 +392,26 @@ def _csv_frame(spark: SparkSession, data: bytes, source: Source, file: str, cont
     rdd = spark.sparkContext.parallelize(rows, max(len(rows), 1))
     frame = spark.createDataFrame(rdd, f"{CHUNK} long, shift long, data binary")
     chunk_source = source.model_copy(update={"header_row": 1, "footer_rows": 0})
-    fn = functools.partial(_csv_chunks, header=header, source=chunk_source, file=file,
-                           contract=contract, schema=_stage1_schema(contract))
+    fn = functools.partial(
+        _csv_chunks,
+        header=header,
+        source=chunk_source,
+        file=file,
+        contract=contract,
+        schema=_stage1_schema(contract),
+    )
     return frame, fn, encoding
 
 
 # --- stage 2: protect in the executors ----------------------------------------------------------
-def _protect_batches(batches: Iterator[pa.RecordBatch], *, contract: Contract, keys: _TaskKeys,
-                     in_schema: pa.Schema, out_schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _protect_batches(
+    batches: Iterator[pa.RecordBatch],
+    *,
+    contract: Contract,
+    keys: _TaskKeys,
+    in_schema: pa.Schema,
+    out_schema: pa.Schema,
+) -> Iterator[pa.RecordBatch]:
     """Executor side of protect: SM4-encrypt and tokenize one batch, keep its order key."""
     for b in batches:
         t = pa.Table.from_batches([b]).cast(in_schema)  # Beijing time zone back on timestamps
@@ -405,9 +455,17 @@ def _spark_schema(schema: pa.Schema) -> Any:
     return from_arrow_schema(pa.schema([f.remove_metadata() for f in schema]))
 
 
-def transform_spark(data: bytes, contract: Contract, *, file: str, keyring: Keyring, run_id: str,
-                    digest: str, spark: SparkSession,
-                    chunk_bytes: int = 8 << 20) -> tuple[pa.Table | None, pa.Table, dict]:
+def transform_spark(
+    data: bytes,
+    contract: Contract,
+    *,
+    file: str,
+    keyring: Keyring,
+    run_id: str,
+    digest: str,
+    spark: SparkSession,
+    chunk_bytes: int = 8 << 20,
+) -> tuple[pa.Table | None, pa.Table, dict]:
     """Parse, cast, validate and protect one file's bytes on Spark (pure: no writes).
 
     Same contract and return shape as :func:`pipelines.transform` and the same step functions;
@@ -473,14 +531,22 @@ def transform_spark(data: bytes, contract: Contract, *, file: str, keyring: Keyr
     else:
         rows_in = raw.rows_in
     cast_rejects = rejects_of(_CAST_REJECT).sort_by([(ROW, "ascending")])
-    prior = pa.concat_tables([raw_rejects.select([ROW, "field", "value", "reason"]),
-                              cast_rejects.select([ROW, "field", "value", "reason"])])
+    prior = pa.concat_tables(
+        [
+            raw_rejects.select([ROW, "field", "value", "reason"]),
+            cast_rejects.select([ROW, "field", "value", "reason"]),
+        ]
+    )
     result = validate(typed, contract, rows_in=rows_in, prior_rejects=prior)
-    report("transform", f"{rows_in:,} rows read ({encoding}) on Spark ({cores} cores), "
-           f"{result.passed.num_rows:,} passed, {result.rows_quarantined:,} quarantined "
-           f"in {time.perf_counter() - t0:.1f}s")
-    quarantine = protect_rejects(result.rejects, contract, keyring=keyring, run_id=run_id,
-                                 digest=digest)
+    report(
+        "transform",
+        f"{rows_in:,} rows read ({encoding}) on Spark ({cores} cores), "
+        f"{result.passed.num_rows:,} passed, {result.rows_quarantined:,} quarantined "
+        f"in {time.perf_counter() - t0:.1f}s",
+    )
+    quarantine = protect_rejects(
+        result.rejects, contract, keyring=keyring, run_id=run_id, digest=digest
+    )
     counts = {
         "rows_in": result.rows_in,
         "rows_passed": result.passed.num_rows,
@@ -501,8 +567,9 @@ def transform_spark(data: bytes, contract: Contract, *, file: str, keyring: Keyr
     return protected, quarantine, counts
 
 
-def _protect_on_spark(spark: SparkSession, passed: pa.Table, contract: Contract, *,
-                      keyring: Keyring, file: str) -> pa.Table:
+def _protect_on_spark(
+    spark: SparkSession, passed: pa.Table, contract: Contract, *, keyring: Keyring, file: str
+) -> pa.Table:
     keys = _task_keys(contract, keyring)
     target = protect(passed.slice(0, 0), contract, keyring=keys)  # type: ignore[arg-type]
     if passed.num_rows == 0:
@@ -510,8 +577,13 @@ def _protect_on_spark(spark: SparkSession, passed: pa.Table, contract: Contract,
     n = passed.num_rows
     in_table = passed.append_column(SEQ, pa.array(np.arange(n, dtype=np.int64)))
     out_schema = target.schema.append(pa.field(SEQ, pa.int64()))
-    fn = functools.partial(_protect_batches, contract=contract, keys=keys,
-                           in_schema=in_table.schema, out_schema=out_schema)
+    fn = functools.partial(
+        _protect_batches,
+        contract=contract,
+        keys=keys,
+        in_schema=in_table.schema,
+        out_schema=out_schema,
+    )
     df = spark.createDataFrame(in_table).mapInArrow(fn, _spark_schema(out_schema))
     got = _collect(df, stage="protect", file=file)
     got = got.sort_by([(SEQ, "ascending")]).drop_columns([SEQ])
@@ -520,9 +592,16 @@ def _protect_on_spark(spark: SparkSession, passed: pa.Table, contract: Contract,
     return got.cast(target.schema)
 
 
-def transform_on_spark(data: bytes, contract: Contract, *, master: str, file: str,
-                       keyring: Keyring, run_id: str, digest: str
-                       ) -> tuple[pa.Table | None, pa.Table, dict]:
+def transform_on_spark(
+    data: bytes,
+    contract: Contract,
+    *,
+    master: str,
+    file: str,
+    keyring: Keyring,
+    run_id: str,
+    digest: str,
+) -> tuple[pa.Table | None, pa.Table, dict]:
     """:func:`transform_spark` inside :func:`spark_session` (``master`` from the settings).
 
     The drop-in for :func:`pipelines.transform` that ``task_transform(engine="spark")`` calls.
@@ -539,5 +618,6 @@ def transform_on_spark(data: bytes, contract: Contract, *, master: str, file: st
         IngestError: as :func:`transform_spark`, or Spark cannot start.
     """
     with spark_session(master) as spark:
-        return transform_spark(data, contract, file=file, keyring=keyring, run_id=run_id,
-                               digest=digest, spark=spark)
+        return transform_spark(
+            data, contract, file=file, keyring=keyring, run_id=run_id, digest=digest, spark=spark
+        )

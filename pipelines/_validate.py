@@ -145,17 +145,23 @@ def validate(
     """
     from quality import check_table
 
-    outcome = check_table(table, contract, rows_in=rows_in, prior_rejects=prior_rejects,
-                          as_of=as_of)
+    outcome = check_table(
+        table, contract, rows_in=rows_in, prior_rejects=prior_rejects, as_of=as_of
+    )
     rejects = outcome.rejects.cast(REJECT_SCHEMA)
     checked = outcome.table
     if rejects.num_rows:
         passed = checked.filter(pc.invert(pc.is_in(checked[ROW], value_set=rejects[ROW])))
     else:
         passed = checked
-    result = ValidationResult(passed=passed, rejects=rejects, rows_in=rows_in,
-                              findings=outcome.findings.cast(REJECT_SCHEMA),
-                              scores=outcome.scores, gx_result=outcome.gx_result)
+    result = ValidationResult(
+        passed=passed,
+        rejects=rejects,
+        rows_in=rows_in,
+        findings=outcome.findings.cast(REJECT_SCHEMA),
+        scores=outcome.scores,
+        gx_result=outcome.gx_result,
+    )
     result.check_invariant()
     return result
 

@@ -44,7 +44,11 @@ def mask_array(values: pa.Array, element: str | None) -> pa.Array:
         return pc.binary_join_element_wise("*** (", pc.cast(n, pa.string()), " chars)", "")
     head_n, tail_n = keep
     head = pc.utf8_slice_codeunits(values, 0, head_n)
-    tail = pc.utf8_slice_codeunits(values, -tail_n) if tail_n else pc.utf8_slice_codeunits(values, 0, 0)
+    tail = (
+        pc.utf8_slice_codeunits(values, -tail_n)
+        if tail_n
+        else pc.utf8_slice_codeunits(values, 0, 0)
+    )
     stars = pc.binary_repeat("*", pc.max_element_wise(pc.subtract(n, head_n + tail_n), 0))
     masked = pc.binary_join_element_wise(head, stars, tail, "")
     return pc.if_else(pc.less_equal(n, head_n + tail_n), pc.binary_repeat("*", n), masked)

@@ -50,25 +50,34 @@ if TYPE_CHECKING:
 __all__ = ["psi_serve_spark"]
 
 _ITEMS = pa.schema([pa.field("bucket", pa.int64()), pa.field("item", pa.string())])
-_OUT = pa.schema([pa.field("bucket", pa.int64()), pa.field("setup", pa.binary()),
-                  pa.field("response", pa.binary())])
+_OUT = pa.schema(
+    [
+        pa.field("bucket", pa.int64()),
+        pa.field("setup", pa.binary()),
+        pa.field("response", pa.binary()),
+    ]
+)
 
 
-def _normalize_batches(batches: Iterator[pa.RecordBatch], *, element: str, buckets: int,
-                       wanted: frozenset[int]) -> Iterator[pa.RecordBatch]:
+def _normalize_batches(
+    batches: Iterator[pa.RecordBatch], *, element: str, buckets: int, wanted: frozenset[int]
+) -> Iterator[pa.RecordBatch]:
     """Executor: normalize one batch of raw identifiers (same function as the client) and
     bucket them; items of buckets the client left empty are dropped."""
     for b in batches:
         ns = normalize_identifiers(b.column(0).to_pylist(), element=element)
         bucket = psi_bucket_of(ns.items, buckets)
-        t = pa.table({"bucket": pa.array(bucket, pa.int64()), "item": pa.array(ns.items, pa.string())})
+        t = pa.table(
+            {"bucket": pa.array(bucket, pa.int64()), "item": pa.array(ns.items, pa.string())}
+        )
         if len(wanted) < buckets:
             t = t.filter(pc.is_in(t["bucket"], pa.array(sorted(wanted), pa.int64())))
         yield from t.to_batches()
 
 
-def _serve_bucket(group: pa.Table, *, key: bytes, reveal: bool, fpr_b: float,
-                  sizes: tuple[int, ...], frames: Any) -> pa.Table:
+def _serve_bucket(
+    group: pa.Table, *, key: bytes, reveal: bool, fpr_b: float, sizes: tuple[int, ...], frames: Any
+) -> pa.Table:
     """Executor: the server step of one bucket (one OpenMined PSI setup + one request)."""
     b = int(group["bucket"][0].as_py())
     items = pc.unique(group["item"].drop_null()).to_pylist()
@@ -77,13 +86,13 @@ def _serve_bucket(group: pa.Table, *, key: bytes, reveal: bool, fpr_b: float,
     return pa.table({"bucket": [b], "setup": [setup], "response": [response]}, schema=_OUT)
 
 
-def _bucket_server(key: bytes, reveal: bool, fpr_b: float, sizes: tuple[int, ...],
-                   frames: Any) -> Any:
+def _bucket_server(
+    key: bytes, reveal: bool, fpr_b: float, sizes: tuple[int, ...], frames: Any
+) -> Any:
     """The per-bucket function for ``applyInArrow`` (a closure: its repr never shows the key)."""
 
     def serve(group: pa.Table) -> pa.Table:
-        return _serve_bucket(group, key=key, reveal=reveal, fpr_b=fpr_b, sizes=sizes,
-                             frames=frames)
+        return _serve_bucket(group, key=key, reveal=reveal, fpr_b=fpr_b, sizes=sizes, frames=frames)
 
     return serve
 
@@ -175,12 +184,26 @@ def psi_serve_spark(
         try:
             # one row per non-empty client bucket, so a bucket without server items is served too
             marks = spark.createDataFrame(
-                pa.table({"bucket": pa.array(sorted(wanted), pa.int64()),
-                          "item": pa.nulls(len(wanted), pa.string())}, schema=_ITEMS))
+                pa.table(
+                    {
+                        "bucket": pa.array(sorted(wanted), pa.int64()),
+                        "item": pa.nulls(len(wanted), pa.string()),
+                    },
+                    schema=_ITEMS,
+                )
+            )
             serve = _bucket_server(key, reveal, fpr / B, request.bucket_sizes, frames)
-            out = (normalized.unionByName(marks).repartition(max(len(wanted), 1), "bucket")
-                   .groupBy("bucket").applyInArrow(serve, "bucket long, setup binary, response binary")
-                   .toArrow()) if wanted else _OUT.empty_table()
+            out = (
+                (
+                    normalized.unionByName(marks)
+                    .repartition(max(len(wanted), 1), "bucket")
+                    .groupBy("bucket")
+                    .applyInArrow(serve, "bucket long, setup binary, response binary")
+                    .toArrow()
+                )
+                if wanted
+                else _OUT.empty_table()
+            )
         finally:
             frames.unpersist()
     except PsiError:
@@ -190,12 +213,17 @@ def psi_serve_spark(
         from pyspark.errors import PySparkException
 
         if isinstance(exc, (PySparkException, Py4JError)):
-            raise PsiError(f"the Spark PSI job failed (Spark 求交作业失败): "
-                           f"{str(exc).strip().splitlines()[0]}") from exc
+            raise PsiError(
+                f"the Spark PSI job failed (Spark 求交作业失败): {str(exc).strip().splitlines()[0]}"
+            ) from exc
         raise
     setups, responses = [b""] * B, [b""] * B
-    for b, setup, response in zip(out["bucket"].to_pylist(), out["setup"].to_pylist(),
-                                  out["response"].to_pylist(), strict=True):
+    for b, setup, response in zip(
+        out["bucket"].to_pylist(),
+        out["setup"].to_pylist(),
+        out["response"].to_pylist(),
+        strict=True,
+    ):
         setups[b], responses[b] = setup, response
     missing = sorted(wanted - set(out["bucket"].to_pylist()))
     if missing:

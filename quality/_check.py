@@ -51,8 +51,14 @@ REJECT_SCHEMA = pa.schema(
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 EXAMPLES = 3
-MEASURED = (Dimension.conformity, Dimension.completeness, Dimension.accuracy,
-            Dimension.consistency, Dimension.timeliness, Dimension.uniqueness)
+MEASURED = (
+    Dimension.conformity,
+    Dimension.completeness,
+    Dimension.accuracy,
+    Dimension.consistency,
+    Dimension.timeliness,
+    Dimension.uniqueness,
+)
 
 
 @dataclass(frozen=True)
@@ -187,14 +193,24 @@ def prior_reject_rules(prior: pa.Table) -> pa.Table:
     rule = pc.if_else(
         nofield,
         pa.scalar("row.parse"),
-        pc.binary_join_element_wise(pc.fill_null(fieldc, ""),
-                                    pc.if_else(blank, pa.scalar("required"), pa.scalar("type")), "."),
+        pc.binary_join_element_wise(
+            pc.fill_null(fieldc, ""),
+            pc.if_else(blank, pa.scalar("required"), pa.scalar("type")),
+            ".",
+        ),
     )
-    dim = pc.if_else(blank, pa.scalar(Dimension.completeness.value),
-                     pa.scalar(Dimension.conformity.value))
+    dim = pc.if_else(
+        blank, pa.scalar(Dimension.completeness.value), pa.scalar(Dimension.conformity.value)
+    )
     return pa.table(
-        {ROW: base[ROW], "field": fieldc, "value": pc.cast(base["value"], pa.string()),
-         "reason": pc.cast(base["reason"], pa.string()), "rule": rule, "dimension": dim},
+        {
+            ROW: base[ROW],
+            "field": fieldc,
+            "value": pc.cast(base["value"], pa.string()),
+            "reason": pc.cast(base["reason"], pa.string()),
+            "rule": rule,
+            "dimension": dim,
+        },
         schema=REJECT_SCHEMA,
     )
 
@@ -245,15 +261,23 @@ def build_suite(contract: Contract, masks: list[RuleMask] | None = None) -> Any:
 
     spec = quality_spec(contract)
     if masks is None:
-        masks, _ = contract_rules(_empty(contract), contract, spec, as_of=date.today(),
-                                  regions=division_codes())
+        masks, _ = contract_rules(
+            _empty(contract), contract, spec, as_of=date.today(), regions=division_codes()
+        )
     exps: list[Any] = []
     for i, m in enumerate(masks):
         r = m.rule
-        exps.append(ExpectColumnValuesToPassGovdxCheck(
-            column=_check_column(i), rule=r.id, field=r.field, dimension=r.dimension.value,
-            reason=r.reason, standard=r.standard,
-            meta={"govdx_rule": r.id, "severity": "reject" if r.reject else "finding"}))
+        exps.append(
+            ExpectColumnValuesToPassGovdxCheck(
+                column=_check_column(i),
+                rule=r.id,
+                field=r.field,
+                dimension=r.dimension.value,
+                reason=r.reason,
+                standard=r.standard,
+                meta={"govdx_rule": r.id, "severity": "reject" if r.reject else "finding"},
+            )
+        )
     for i, e in enumerate(spec.expectations):
         r = _steward_rule(i, e)
         cls = get_expectation_impl(e.expectation)
@@ -330,8 +354,12 @@ def check_table(
         frame = {_check_column(i): ~m.failed for i, m in enumerate(masks)}
         for _, e in steward:
             kw = e.kwargs
-            for c in [kw.get("column"), kw.get("column_A"), kw.get("column_B"),
-                      *(kw.get("column_list") or [])]:
+            for c in [
+                kw.get("column"),
+                kw.get("column_A"),
+                kw.get("column_B"),
+                *(kw.get("column_list") or []),
+            ]:
                 if c and c not in frame:
                     frame[c] = _pandas_column(normalised[c])
         df = pd.DataFrame(frame)
@@ -358,7 +386,11 @@ def check_table(
         masks.append(RuleMask(rule, failed, _value_getter(*(normalised[c] for c in cols))))
 
     rows = normalised[ROW].to_numpy()
-    prior = prior_reject_rules(prior_rejects) if prior_rejects is not None else REJECT_SCHEMA.empty_table()
+    prior = (
+        prior_reject_rules(prior_rejects)
+        if prior_rejects is not None
+        else REJECT_SCHEMA.empty_table()
+    )
     rej_parts, find_parts = [prior], []
     results: list[RuleResult] = []
     dim_rows: dict[str, list[np.ndarray]] = {}
@@ -375,29 +407,50 @@ def check_table(
                 pos = np.flatnonzero(m.failed)
                 reasons = pa.array([m.reasons.get(int(p), r.reason) for p in pos], pa.string())
             part = pa.table(
-                {ROW: pa.array(rows[m.failed]), "field": pa.array([r.field] * k, pa.string()),
-                 "value": values, "reason": reasons, "rule": pa.array([r.id] * k, pa.string()),
-                 "dimension": pa.array([r.dimension.value] * k, pa.string())},
+                {
+                    ROW: pa.array(rows[m.failed]),
+                    "field": pa.array([r.field] * k, pa.string()),
+                    "value": values,
+                    "reason": reasons,
+                    "rule": pa.array([r.id] * k, pa.string()),
+                    "dimension": pa.array([r.dimension.value] * k, pa.string()),
+                },
                 schema=REJECT_SCHEMA,
             )
             (rej_parts if r.reject else find_parts).append(part)
-            examples = [v if v is not None else "" for v in
-                        _mask(values.slice(0, EXAMPLES), contract, r.field).to_pylist()]
+            examples = [
+                v if v is not None else ""
+                for v in _mask(values.slice(0, EXAMPLES), contract, r.field).to_pylist()
+            ]
             dim_rows.setdefault(r.dimension.value, []).append(rows[m.failed])
         else:
             dim_rows.setdefault(r.dimension.value, [])
-        results.append(RuleResult(rule=r.id, field=r.field, dimension=r.dimension.value,
-                                  severity="reject" if r.reject else "finding", failed=k,
-                                  standard=r.standard, examples=examples,
-                                  error=errors.get(r.id)))
+        results.append(
+            RuleResult(
+                rule=r.id,
+                field=r.field,
+                dimension=r.dimension.value,
+                severity="reject" if r.reject else "finding",
+                failed=k,
+                standard=r.standard,
+                examples=examples,
+                error=errors.get(r.id),
+            )
+        )
     index = {r.rule: i for i, r in enumerate(results)}
     for p in _prior_results(prior, contract):  # found while casting: same rule, other rows
         if p.rule in index:
             old = results[index[p.rule]]
             results[index[p.rule]] = RuleResult(
-                rule=old.rule, field=old.field, dimension=old.dimension, severity=old.severity,
-                failed=old.failed + p.failed, standard=old.standard,
-                examples=(old.examples + p.examples)[:EXAMPLES], error=old.error)
+                rule=old.rule,
+                field=old.field,
+                dimension=old.dimension,
+                severity=old.severity,
+                failed=old.failed + p.failed,
+                standard=old.standard,
+                examples=(old.examples + p.examples)[:EXAMPLES],
+                error=old.error,
+            )
         else:
             results.append(p)
     rejects = pa.concat_tables(rej_parts) if rej_parts else REJECT_SCHEMA.empty_table()
@@ -425,8 +478,9 @@ def check_table(
         rules=results,
         as_of=as_of.isoformat(),
     )
-    return QualityOutcome(table=normalised, rejects=rejects, findings=findings, scores=scores,
-                          gx_result=gx_result)
+    return QualityOutcome(
+        table=normalised, rejects=rejects, findings=findings, scores=scores, gx_result=gx_result
+    )
 
 
 def _group_prior(prior: pa.Table) -> dict[str, np.ndarray]:
@@ -447,8 +501,15 @@ def _prior_results(prior: pa.Table, contract: Contract) -> list[RuleResult]:
         sel = prior.filter(pc.equal(prior["rule"], rule))
         fieldname = sel["field"][0].as_py() or ""
         examples = _mask(sel["value"].slice(0, EXAMPLES).combine_chunks(), contract, fieldname)
-        out.append(RuleResult(
-            rule=rule, field=fieldname, dimension=sel["dimension"][0].as_py(), severity="reject",
-            failed=len(pc.unique(sel[ROW])), standard="cast (类型转换)",
-            examples=[v or "" for v in examples.to_pylist()]))
+        out.append(
+            RuleResult(
+                rule=rule,
+                field=fieldname,
+                dimension=sel["dimension"][0].as_py(),
+                severity="reject",
+                failed=len(pc.unique(sel[ROW])),
+                standard="cast (类型转换)",
+                examples=[v or "" for v in examples.to_pylist()],
+            )
+        )
     return out

@@ -126,11 +126,16 @@ def run_suite(name: str, frame: Any, expectations: list[Any]) -> Any:
         with contextlib.suppress(Exception):  # absent entry
             store.delete(key)
     suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=list(expectations)))
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
+    vd = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
+    )
     return vd.run(
         batch_parameters={"dataframe": frame},
-        result_format={"result_format": "COMPLETE", "include_unexpected_rows": False,
-                       "partial_unexpected_count": 5},
+        result_format={
+            "result_format": "COMPLETE",
+            "include_unexpected_rows": False,
+            "partial_unexpected_count": 5,
+        },
     )
 
 
@@ -153,8 +158,10 @@ def write_data_docs(validation_result: Any, folder: Path) -> Path:
             site,
             {
                 "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                                  "base_directory": str(folder.resolve())},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(folder.resolve()),
+                },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )

@@ -22,8 +22,11 @@ def import_gx() -> ModuleType:
     if "great_expectations" in sys.modules:
         return sys.modules["great_expectations"]
     main = sys.modules.get("__main__")
-    patch = (main is not None and getattr(main, "__spec__", None) is None
-             and not hasattr(main, "__file__"))
+    patch = (
+        main is not None
+        and getattr(main, "__spec__", None) is None
+        and not hasattr(main, "__file__")
+    )
     if patch:
         main.__file__ = "<govdx>"  # type: ignore[union-attr]
     try:

@@ -147,14 +147,27 @@ class _Builder:
         self.out.append(RuleMask(rule, np.asarray(failed, dtype=bool), getter))
 
     # --- per element --------------------------------------------------------------------------
-    def region(self, f: ContractField, region: pa.Array, known: np.ndarray, considered: np.ndarray,
-               what: str) -> None:
+    def region(
+        self,
+        f: ContractField,
+        region: pa.Array,
+        known: np.ndarray,
+        considered: np.ndarray,
+        what: str,
+    ) -> None:
         strict = self.spec.is_strict(f.name)
         fails = considered & ~known
         self.add(
-            Rule(f"{f.name}.{what}.region_known", f.name, Dimension.accuracy,
-                 "region code not in the GB/T 2260 division list, historical codes included "
-                 "(行政区划代码不存在)", reject=strict, standard="GB/T 2260", element=f.element),
+            Rule(
+                f"{f.name}.{what}.region_known",
+                f.name,
+                Dimension.accuracy,
+                "region code not in the GB/T 2260 division list, historical codes included "
+                "(行政区划代码不存在)",
+                reject=strict,
+                standard="GB/T 2260",
+                element=f.element,
+            ),
             fails,
         )
 
@@ -166,25 +179,68 @@ class _Builder:
         check_ok, birth_ok, valid = _np(c["check_ok"]), _np(c["birth_date_ok"]), _np(c["valid"])
         e, name = f.element, f.name
         std = "GB 11643-1999"
-        self.add(Rule(f"{name}.resident_id.legacy_15", name, Dimension.conformity,
-                      "legacy 15-digit resident ID, not accepted: upgrade to 18 digits "
-                      "(15位旧身份证号, GB 11643-1989)", standard="GB 11643-1989", element=e), legacy)
-        self.add(Rule(f"{name}.resident_id.format", name, Dimension.conformity,
-                      "not an 18-character resident ID of 17 digits and 0-9/X "
-                      "(公民身份号码格式错误)", standard=std, element=e), present & ~wf & ~legacy)
-        self.add(Rule(f"{name}.resident_id.check_char", name, Dimension.accuracy,
-                      "GB 11643 check character does not match (公民身份号码校验码错误)",
-                      standard=std + " / ISO 7064 MOD 11-2", element=e), wf & ~check_ok)
+        self.add(
+            Rule(
+                f"{name}.resident_id.legacy_15",
+                name,
+                Dimension.conformity,
+                "legacy 15-digit resident ID, not accepted: upgrade to 18 digits "
+                "(15位旧身份证号, GB 11643-1989)",
+                standard="GB 11643-1989",
+                element=e,
+            ),
+            legacy,
+        )
+        self.add(
+            Rule(
+                f"{name}.resident_id.format",
+                name,
+                Dimension.conformity,
+                "not an 18-character resident ID of 17 digits and 0-9/X (公民身份号码格式错误)",
+                standard=std,
+                element=e,
+            ),
+            present & ~wf & ~legacy,
+        )
+        self.add(
+            Rule(
+                f"{name}.resident_id.check_char",
+                name,
+                Dimension.accuracy,
+                "GB 11643 check character does not match (公民身份号码校验码错误)",
+                standard=std + " / ISO 7064 MOD 11-2",
+                element=e,
+            ),
+            wf & ~check_ok,
+        )
         born = pc.cast(c["birth_date"], pa.date32())
         future = _np(pc.greater(born, pa.scalar(self.as_of, pa.date32())))
-        self.add(Rule(f"{name}.resident_id.birth_date", name, Dimension.accuracy,
-                      "birth date in the resident ID is not a calendar date or is in the future "
-                      "(出生日期无效)", standard=std, element=e), (wf & check_ok & ~birth_ok) | future)
+        self.add(
+            Rule(
+                f"{name}.resident_id.birth_date",
+                name,
+                Dimension.accuracy,
+                "birth date in the resident ID is not a calendar date or is in the future "
+                "(出生日期无效)",
+                standard=std,
+                element=e,
+            ),
+            (wf & check_ok & ~birth_ok) | future,
+        )
         self.region(f, c["region"], _np(c["region_known"]), valid, "resident_id")
         lower = _np(c["lower_x"])
-        self.add(Rule(f"{name}.resident_id.lower_x", name, Dimension.conformity,
-                      "check character written as lower-case x, normalised to X "
-                      "(校验码小写x, 已规范为X)", reject=False, standard=std, element=e), lower)
+        self.add(
+            Rule(
+                f"{name}.resident_id.lower_x",
+                name,
+                Dimension.conformity,
+                "check character written as lower-case x, normalised to X (校验码小写x, 已规范为X)",
+                reject=False,
+                standard=std,
+                element=e,
+            ),
+            lower,
+        )
         if lower.any():
             arr = _string(col)
             self.replacements[name] = pc.if_else(pa.array(lower), pc.utf8_upper(arr), arr)
@@ -196,26 +252,68 @@ class _Builder:
         wf, check_ok, org_ok = _np(c["well_formed"]), _np(c["check_ok"]), _np(c["org_code_ok"])
         valid = _np(c["valid"])
         e, name, std = f.element, f.name, "GB 32100-2015"
-        self.add(Rule(f"{name}.uscc.format", name, Dimension.conformity,
-                      "not 18 characters of the GB 32100 set (no I, O, Z, S, V) "
-                      "(统一社会信用代码格式错误)", standard=std, element=e), present & ~wf)
-        self.add(Rule(f"{name}.uscc.check_char", name, Dimension.accuracy,
-                      "GB 32100 check character does not match (统一社会信用代码校验码错误)",
-                      standard=std + " MOD 31", element=e), wf & ~check_ok)
-        self.add(Rule(f"{name}.uscc.org_code", name, Dimension.accuracy,
-                      "embedded organisation code check character does not match "
-                      "(组织机构代码校验码错误, GB 11714)", standard="GB 11714-1997", element=e),
-                 wf & check_ok & ~org_ok)
+        self.add(
+            Rule(
+                f"{name}.uscc.format",
+                name,
+                Dimension.conformity,
+                "not 18 characters of the GB 32100 set (no I, O, Z, S, V) "
+                "(统一社会信用代码格式错误)",
+                standard=std,
+                element=e,
+            ),
+            present & ~wf,
+        )
+        self.add(
+            Rule(
+                f"{name}.uscc.check_char",
+                name,
+                Dimension.accuracy,
+                "GB 32100 check character does not match (统一社会信用代码校验码错误)",
+                standard=std + " MOD 31",
+                element=e,
+            ),
+            wf & ~check_ok,
+        )
+        self.add(
+            Rule(
+                f"{name}.uscc.org_code",
+                name,
+                Dimension.accuracy,
+                "embedded organisation code check character does not match "
+                "(组织机构代码校验码错误, GB 11714)",
+                standard="GB 11714-1997",
+                element=e,
+            ),
+            wf & check_ok & ~org_ok,
+        )
         digits = _np(pc.match_substring_regex(c["region"], r"^[0-9]{6}$"))
-        self.add(Rule(f"{name}.uscc.region_format", name, Dimension.conformity,
-                      "region segment (positions 3-8) is not 6 digits (登记管理机关行政区划码错误)",
-                      standard=std, element=e), valid & ~digits)
+        self.add(
+            Rule(
+                f"{name}.uscc.region_format",
+                name,
+                Dimension.conformity,
+                "region segment (positions 3-8) is not 6 digits (登记管理机关行政区划码错误)",
+                standard=std,
+                element=e,
+            ),
+            valid & ~digits,
+        )
         national = _np(pc.equal(c["region"], "100000"))
         self.region(f, c["region"], _np(c["region_known"]) | national, valid & digits, "uscc")
         lower = _np(c["lower_case"])
-        self.add(Rule(f"{name}.uscc.lower_case", name, Dimension.conformity,
-                      "lower-case letters, normalised to upper case (含小写字母, 已规范为大写)",
-                      reject=False, standard=std, element=e), lower & valid)
+        self.add(
+            Rule(
+                f"{name}.uscc.lower_case",
+                name,
+                Dimension.conformity,
+                "lower-case letters, normalised to upper case (含小写字母, 已规范为大写)",
+                reject=False,
+                standard=std,
+                element=e,
+            ),
+            lower & valid,
+        )
         if lower.any():
             arr = _string(col)
             self.replacements[name] = pc.if_else(pa.array(lower), pc.utf8_upper(arr), arr)
@@ -224,9 +322,17 @@ class _Builder:
         col = _string(self.table[f.name])
         six = _np(pc.match_substring_regex(col, r"^[0-9]{6}$"))
         present = _np(pc.is_valid(col))
-        self.add(Rule(f"{f.name}.region_code.format", f.name, Dimension.conformity,
-                      "not a 6-digit division code (行政区划代码格式错误)", standard="GB/T 2260",
-                      element=f.element), present & ~six)
+        self.add(
+            Rule(
+                f"{f.name}.region_code.format",
+                f.name,
+                Dimension.conformity,
+                "not a 6-digit division code (行政区划代码格式错误)",
+                standard="GB/T 2260",
+                element=f.element,
+            ),
+            present & ~six,
+        )
         known = _np(pc.is_in(col, value_set=pa.array(sorted(self.regions.all_codes), pa.string())))
         self.region(f, col, known, six, "region_code")
 
@@ -234,38 +340,79 @@ class _Builder:
         col = _string(self.table[f.name])
         ok = pc.match_substring_regex(col, f"^(?:{MOBILE}|{FIXED_LINE})$")
         present = _np(pc.is_valid(col))
-        self.add(Rule(f"{f.name}.phone.format", f.name, Dimension.conformity,
-                      "not a mainland mobile (1[3-9] + 9 digits) or fixed-line number "
-                      "(电话号码格式错误)", standard="GB/T 2261 / 工信部号码规划",
-                      element=f.element), present & ~_np(ok))
+        self.add(
+            Rule(
+                f"{f.name}.phone.format",
+                f.name,
+                Dimension.conformity,
+                "not a mainland mobile (1[3-9] + 9 digits) or fixed-line number (电话号码格式错误)",
+                standard="GB/T 2261 / 工信部号码规划",
+                element=f.element,
+            ),
+            present & ~_np(ok),
+        )
 
     def date_checks(self, f: ContractField) -> None:
         d = _as_date(self.table[f.name])
         opts = self.spec.field_rules(f.name)
         if f.element == "date":
-            self.add(Rule(f"{f.name}.date.not_future", f.name, Dimension.accuracy,
-                          "date is after the ingestion date (日期晚于当前日期)", element=f.element),
-                     _np(pc.greater(d, pa.scalar(self.as_of, pa.date32()))))
+            self.add(
+                Rule(
+                    f"{f.name}.date.not_future",
+                    f.name,
+                    Dimension.accuracy,
+                    "date is after the ingestion date (日期晚于当前日期)",
+                    element=f.element,
+                ),
+                _np(pc.greater(d, pa.scalar(self.as_of, pa.date32()))),
+            )
         if opts.min_date is not None:
-            self.add(Rule(f"{f.name}.date.min_date", f.name, Dimension.accuracy,
-                          f"date before {opts.min_date.isoformat()} (日期早于下限)",
-                          element=f.element), _np(pc.less(d, pa.scalar(opts.min_date, pa.date32()))))
+            self.add(
+                Rule(
+                    f"{f.name}.date.min_date",
+                    f.name,
+                    Dimension.accuracy,
+                    f"date before {opts.min_date.isoformat()} (日期早于下限)",
+                    element=f.element,
+                ),
+                _np(pc.less(d, pa.scalar(opts.min_date, pa.date32()))),
+            )
 
     def amount(self, f: ContractField) -> None:
         if self.spec.field_rules(f.name).allow_negative:
             return
         col = self.table[f.name]
-        neg = pc.less(col, pa.scalar(0, col.type)) if pa.types.is_decimal(col.type) else pc.less(col, 0)
+        neg = (
+            pc.less(col, pa.scalar(0, col.type))
+            if pa.types.is_decimal(col.type)
+            else pc.less(col, 0)
+        )
         what = "amount" if f.element == "amount" else f.element
-        self.add(Rule(f"{f.name}.{what}.non_negative", f.name, Dimension.accuracy,
-                      f"negative {what} (数值为负)", standard="expect_column_values_to_be_between",
-                      element=f.element), _np(neg))
+        self.add(
+            Rule(
+                f"{f.name}.{what}.non_negative",
+                f.name,
+                Dimension.accuracy,
+                f"negative {what} (数值为负)",
+                standard="expect_column_values_to_be_between",
+                element=f.element,
+            ),
+            _np(neg),
+        )
 
     def year(self, f: ContractField) -> None:
         col = pc.cast(self.table[f.name], pa.int64())
         bad = pc.or_(pc.less(col, 1900), pc.greater(col, self.as_of.year))
-        self.add(Rule(f"{f.name}.year.range", f.name, Dimension.accuracy,
-                      f"year outside 1900..{self.as_of.year} (年份超出范围)", element=f.element), _np(bad))
+        self.add(
+            Rule(
+                f"{f.name}.year.range",
+                f.name,
+                Dimension.accuracy,
+                f"year outside 1900..{self.as_of.year} (年份超出范围)",
+                element=f.element,
+            ),
+            _np(bad),
+        )
 
     def options(self, f: ContractField) -> None:
         o = self.spec.field_rules(f.name)
@@ -277,27 +424,49 @@ class _Builder:
                 bad = pc.or_(bad, pc.fill_null(pc.less(num, o.min_value), False))
             if o.max_value is not None:
                 bad = pc.or_(bad, pc.fill_null(pc.greater(num, o.max_value), False))
-            self.add(Rule(f"{f.name}.range", f.name, Dimension.accuracy,
-                          f"value outside [{o.min_value}, {o.max_value}] (数值超出范围)",
-                          standard="expect_column_values_to_be_between", element=f.element), _np(bad))
+            self.add(
+                Rule(
+                    f"{f.name}.range",
+                    f.name,
+                    Dimension.accuracy,
+                    f"value outside [{o.min_value}, {o.max_value}] (数值超出范围)",
+                    standard="expect_column_values_to_be_between",
+                    element=f.element,
+                ),
+                _np(bad),
+            )
         if o.value_set is not None:
             self.value_set(f, [str(v) for v in o.value_set])
         if o.regex is not None:
             ok = pc.match_substring_regex(_string(col), f"^(?:{o.regex})$")
             present = _np(pc.is_valid(col))
-            self.add(Rule(f"{f.name}.regex", f.name, Dimension.conformity,
-                          f"does not match {o.regex!r} (格式不符)",
-                          standard="expect_column_values_to_match_regex", element=f.element),
-                     present & ~_np(ok))
+            self.add(
+                Rule(
+                    f"{f.name}.regex",
+                    f.name,
+                    Dimension.conformity,
+                    f"does not match {o.regex!r} (格式不符)",
+                    standard="expect_column_values_to_match_regex",
+                    element=f.element,
+                ),
+                present & ~_np(ok),
+            )
 
     def value_set(self, f: ContractField, values: list[str]) -> None:
         col = _string(self.table[f.name])
         present = _np(pc.is_valid(col))
         inset = _np(pc.is_in(col, value_set=pa.array(values, pa.string())))
-        self.add(Rule(f"{f.name}.value_set", f.name, Dimension.conformity,
-                      f"not one of {values} (不在值域内)",
-                      standard="expect_column_values_to_be_in_set", element=f.element),
-                 present & ~inset)
+        self.add(
+            Rule(
+                f"{f.name}.value_set",
+                f.name,
+                Dimension.conformity,
+                f"not one of {values} (不在值域内)",
+                standard="expect_column_values_to_be_in_set",
+                element=f.element,
+            ),
+            present & ~inset,
+        )
 
 
 _ELEMENT_CHECKS: dict[str, str] = {
@@ -324,8 +493,9 @@ def _duplicate_mask(table: pa.Table, keys: list[str]) -> np.ndarray:
     return out
 
 
-def _fallback(b: _Builder, f: ContractField, method: Callable[[ContractField], None],
-              exc: Exception) -> None:
+def _fallback(
+    b: _Builder, f: ContractField, method: Callable[[ContractField], None], exc: Exception
+) -> None:
     """Re-run a field's element checks value by value after the vectorized check raised."""
     raised = np.zeros(b.n, dtype=bool)
     why: dict[int, str] = {}
@@ -344,8 +514,16 @@ def _fallback(b: _Builder, f: ContractField, method: Callable[[ContractField], N
     for rule, arr in per_rule.values():
         b.add(rule, arr)
     first = next(iter(why.values()), f"{type(exc).__name__}: {exc}")
-    b.add(Rule(f"{f.name}.{f.element}.check_error", f.name, Dimension.accuracy,
-               f"check raised on this value ({first}) (校验异常)", element=f.element), raised)
+    b.add(
+        Rule(
+            f"{f.name}.{f.element}.check_error",
+            f.name,
+            Dimension.accuracy,
+            f"check raised on this value ({first}) (校验异常)",
+            element=f.element,
+        ),
+        raised,
+    )
     b.out[-1].reasons = {
         i: f"check raised on this value: {text} (校验异常)" for i, text in why.items()
     }
@@ -373,18 +551,26 @@ def contract_rules(
         if f.name not in names:
             continue
         if f.required:
-            b.add(Rule(f"{f.name}.required", f.name, Dimension.completeness,
-                       "required value is blank (必填项为空)",
-                       standard="expect_column_values_to_not_be_null", element=f.element),
-                  ~_np(pc.is_valid(table[f.name])))
+            b.add(
+                Rule(
+                    f"{f.name}.required",
+                    f.name,
+                    Dimension.completeness,
+                    "required value is blank (必填项为空)",
+                    standard="expect_column_values_to_not_be_null",
+                    element=f.element,
+                ),
+                ~_np(pc.is_valid(table[f.name])),
+            )
         kind = _ELEMENT_CHECKS.get(f.element or "")
         methods: list[Callable[[ContractField], None]] = []
         if kind:
             methods.append(getattr(b, kind))
         if f.element == "tax_credit_grade":
             methods.append(lambda fld: b.value_set(fld, list(TAX_CREDIT_GRADES)))
-        if f.element == "date" or (f.type.value in ("date", "timestamp")
-                                   and spec.field_rules(f.name).min_date is not None):
+        if f.element == "date" or (
+            f.type.value in ("date", "timestamp") and spec.field_rules(f.name).min_date is not None
+        ):
             methods.append(b.date_checks)
         methods.append(b.options)
         for m in methods:
@@ -403,34 +589,60 @@ def contract_rules(
             for k in keys:
                 if k in b.replacements:
                     src = src.set_column(src.column_names.index(k), k, b.replacements[k])
-        b.add(Rule(f"{','.join(keys)}.primary_key.unique", ",".join(keys), Dimension.uniqueness,
-                   f"duplicate primary key (主键重复): {', '.join(keys)}",
-                   standard="expect_compound_columns_to_be_unique"), _duplicate_mask(src, keys))
+        b.add(
+            Rule(
+                f"{','.join(keys)}.primary_key.unique",
+                ",".join(keys),
+                Dimension.uniqueness,
+                f"duplicate primary key (主键重复): {', '.join(keys)}",
+                standard="expect_compound_columns_to_be_unique",
+            ),
+            _duplicate_mask(src, keys),
+        )
     for rule in spec.consistency:
         if rule.check == "birth_date_matches_id":
             ids, dates = rule.id_column, rule.date_column
             born = resident_id_checks(table[ids])["birth_date"]
             given = _as_date(table[dates])
             differ = _np(pc.not_equal(pc.cast(born, pa.date32()), given))
-            b.add(Rule(f"{ids},{dates}.consistency.birth_date_matches_id", f"{ids},{dates}",
-                       Dimension.consistency,
-                       f"{dates} differs from the birth date inside {ids} (出生日期与身份证号不一致)",
-                       element=None), differ)
+            b.add(
+                Rule(
+                    f"{ids},{dates}.consistency.birth_date_matches_id",
+                    f"{ids},{dates}",
+                    Dimension.consistency,
+                    f"{dates} differs from the birth date inside {ids} (出生日期与身份证号不一致)",
+                    element=None,
+                ),
+                differ,
+            )
         else:
             a = _as_date(table[rule.column])
             if rule.other == INGESTION_DATE:
                 late = _np(pc.greater(a, pa.scalar(as_of, pa.date32())))
-                b.add(Rule(f"{rule.column}.consistency.not_after_ingestion", rule.column,
-                           Dimension.timeliness,
-                           f"{rule.column} is after the ingestion date {as_of.isoformat()} "
-                           "(晚于归集日期)"), late)
+                b.add(
+                    Rule(
+                        f"{rule.column}.consistency.not_after_ingestion",
+                        rule.column,
+                        Dimension.timeliness,
+                        f"{rule.column} is after the ingestion date {as_of.isoformat()} "
+                        "(晚于归集日期)",
+                    ),
+                    late,
+                )
             else:
                 late = _np(pc.greater(a, _as_date(table[rule.other])))
-                b.add(Rule(f"{rule.column},{rule.other}.consistency.not_after",
-                           f"{rule.column},{rule.other}", Dimension.consistency,
-                           f"{rule.column} is after {rule.other} (日期先后不一致)"), late)
+                b.add(
+                    Rule(
+                        f"{rule.column},{rule.other}.consistency.not_after",
+                        f"{rule.column},{rule.other}",
+                        Dimension.consistency,
+                        f"{rule.column} is after {rule.other} (日期先后不一致)",
+                    ),
+                    late,
+                )
     normalised = table
     for name, arr in b.replacements.items():
-        normalised = normalised.set_column(normalised.column_names.index(name), name,
-                                           arr.cast(table.schema.field(name).type))
+        normalised = normalised.set_column(
+            normalised.column_names.index(name), name, arr.cast(table.schema.field(name).type)
+        )
     return b.out, normalised

@@ -37,8 +37,14 @@ from quality._dimensions import DIMENSION_ALIASES, Dimension
 if TYPE_CHECKING:
     from govdx import Contract
 
-__all__ = ["ConsistencyRule", "FieldRules", "QualitySpec", "StewardExpectation", "check_contract",
-           "quality_spec"]
+__all__ = [
+    "ConsistencyRule",
+    "FieldRules",
+    "QualitySpec",
+    "StewardExpectation",
+    "check_contract",
+    "quality_spec",
+]
 
 INGESTION_DATE = "ingestion_date"
 """The ``other`` value of a ``not_after`` rule that means the run's ingestion date (as_of)."""
@@ -134,7 +140,11 @@ def quality_spec(contract: Contract) -> QualitySpec:
         return QualitySpec.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        msg = first["msg"] if first["type"] != "extra_forbidden" else f"unknown key {first['loc'][-1]!r}"
+        msg = (
+            first["msg"]
+            if first["type"] != "extra_forbidden"
+            else f"unknown key {first['loc'][-1]!r}"
+        )
         raise ContractError(msg, key=_key(first["loc"])) from exc
 
 
@@ -182,9 +192,15 @@ def _check(contract: Contract) -> None:
     names = {f.name for f in contract.fields}
     for name in spec.fields:
         if name not in names:
-            raise ContractError(f"{name!r} is not a field of the contract", key=f"quality.fields.{name}")
+            raise ContractError(
+                f"{name!r} is not a field of the contract", key=f"quality.fields.{name}"
+            )
     for i, rule in enumerate(spec.consistency):
-        need = ("id_column", "date_column") if rule.check == "birth_date_matches_id" else ("column", "other")
+        need = (
+            ("id_column", "date_column")
+            if rule.check == "birth_date_matches_id"
+            else ("column", "other")
+        )
         for attr in need:
             value = getattr(rule, attr)
             key = f"quality.consistency.{i}.{attr}"
@@ -214,7 +230,9 @@ def _check(contract: Contract) -> None:
                 key=f"{base}.dimension",
             )
         cls = _gx_expectation_class(e.expectation, f"{base}.expectation")
-        if not issubclass(cls, ColumnMapExpectation | ColumnPairMapExpectation | MulticolumnMapExpectation):
+        if not issubclass(
+            cls, ColumnMapExpectation | ColumnPairMapExpectation | MulticolumnMapExpectation
+        ):
             raise ContractError(
                 f"{e.expectation!r} is not a row-level (map) expectation; only those can "
                 "quarantine rows (仅支持逐行规则)",

@@ -36,8 +36,9 @@ def record_quality(
         select(QualityResult).where(QualityResult.dataset_version_id == dataset_version.id)
     )
     if row is None:
-        row = QualityResult(dataset_version_id=dataset_version.id,
-                            dataset_id=dataset_version.dataset_id)
+        row = QualityResult(
+            dataset_version_id=dataset_version.id, dataset_id=dataset_version.dataset_id
+        )
         session.add(row)
     row.rows_in = int(data["rows_in"])
     row.rows_passed = int(data["rows_passed"])

@@ -47,8 +47,12 @@ def build_report(
         raise ReportDefinitionError(f"unknown report {name!r} (reports: {', '.join(REPORT_NAMES)})")
     if name in ("duplicate-collection", "security-coverage") and lakehouse is None:
         raise ReportDefinitionError(f"report {name} reads the lakehouse: pass lakehouse=")
-    kw: dict[str, Any] = {"session": session, "period": period, "department": department,
-                          "now": now}
+    kw: dict[str, Any] = {
+        "session": session,
+        "period": period,
+        "department": department,
+        "now": now,
+    }
     if name == "sharing-rate":
         return sharing_rate(**kw)
     if name == "quality":

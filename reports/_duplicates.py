@@ -152,8 +152,13 @@ def duplicate_collection(
     fields = run(
         session,
         select(
-            Dataset.code, Dataset.name, Dataset.title, Dataset.department_code,
-            Dataset.share_type, DatasetVersion.delta_version, DatasetField.name,
+            Dataset.code,
+            Dataset.name,
+            Dataset.title,
+            Dataset.department_code,
+            Dataset.share_type,
+            DatasetVersion.delta_version,
+            DatasetField.name,
             DatasetField.element,
         )
         .join(DatasetVersion, DatasetVersion.id == Dataset.current_version_id)
@@ -194,20 +199,26 @@ def duplicate_collection(
         for x in sets:
             if x.element != y.element or x.department == y.department:
                 continue
-            n = int(pc.sum(pc.is_in(y.tokens, value_set=x.tokens)).as_py() or 0) if len(y.tokens) else 0
-            overlaps.append({
-                "department": y.department,
-                "entry": y.code,
-                "field": y.field,
-                "element": y.element,
-                "other_department": x.department,
-                "other_entry": x.code,
-                "other_field": x.field,
-                "other_shareable": x.share_type != "none",
-                "shared": Ratio(n, len(y.tokens)),
-                "_x": x,
-                "_y": y,
-            })
+            n = (
+                int(pc.sum(pc.is_in(y.tokens, value_set=x.tokens)).as_py() or 0)
+                if len(y.tokens)
+                else 0
+            )
+            overlaps.append(
+                {
+                    "department": y.department,
+                    "entry": y.code,
+                    "field": y.field,
+                    "element": y.element,
+                    "other_department": x.department,
+                    "other_entry": x.code,
+                    "other_field": x.field,
+                    "other_shareable": x.share_type != "none",
+                    "shared": Ratio(n, len(y.tokens)),
+                    "_x": x,
+                    "_y": y,
+                }
+            )
 
     master_fields = _master_fields(session)
     suggestions = []
@@ -219,35 +230,41 @@ def duplicate_collection(
             continue
         x_elems = {e for _, e in master_fields.get(x.code, [])}
         reuse = [f for f, e in master_fields.get(y.code, []) if e in x_elems]
-        suggestions.append({
-            "department": y.department,
-            "entry": y.code,
-            "reuse_department": x.department,
-            "reuse_entry": x.code,
-            "fields": ", ".join(reuse),
-            "matched_on": f"{y.field} ↔ {x.code}.{x.field} ({y.element})",
-            "shared": r,
-            "text": (
-                f"{y.department}: reuse {x.department}'s dataset {x.code} ({x.title}) instead of "
-                f"collecting {', '.join(reuse)} in {y.code} — {r.numerator} of "
-                f"{r.denominator} identifiers ({r.percent()}) are already there "
-                f"(建议复用{x.department}的{x.code}，不再重复采集)"
-            ),
-        })
+        suggestions.append(
+            {
+                "department": y.department,
+                "entry": y.code,
+                "reuse_department": x.department,
+                "reuse_entry": x.code,
+                "fields": ", ".join(reuse),
+                "matched_on": f"{y.field} ↔ {x.code}.{x.field} ({y.element})",
+                "shared": r,
+                "text": (
+                    f"{y.department}: reuse {x.department}'s dataset {x.code} ({x.title}) instead of "
+                    f"collecting {', '.join(reuse)} in {y.code} — {r.numerator} of "
+                    f"{r.denominator} identifiers ({r.percent()}) are already there "
+                    f"(建议复用{x.department}的{x.code}，不再重复采集)"
+                ),
+            }
+        )
 
     dept_rows = []
     total = Ratio(0, 0)
     for code, name in departments(session, department):
         r = dept_ratio.get(code, Ratio(0, 0))
         total += r
-        dept_rows.append({
-            "department": code,
-            "name": name,
-            "identifiers": r.denominator,
-            "held_elsewhere": r.numerator,
-            "duplicate_instance_rate": r,
-            "elements_shared": ", ".join(sorted(e for e, d in dup_elements.items() if code in d)),
-        })
+        dept_rows.append(
+            {
+                "department": code,
+                "name": name,
+                "identifiers": r.denominator,
+                "held_elsewhere": r.numerator,
+                "duplicate_instance_rate": r,
+                "elements_shared": ", ".join(
+                    sorted(e for e, d in dup_elements.items() if code in d)
+                ),
+            }
+        )
     if department is not None:
         overlaps = [o for o in overlaps if o["department"] == department]
         suggestions = [s for s in suggestions if s["department"] == department]
@@ -259,47 +276,87 @@ def duplicate_collection(
         department=department,
         generated_at=now or utcnow(),
         figures=[
-            Figure("duplicated_elements", "Elements collected by more than one department "
-                   "(多部门重复采集的信息项)", len(dup_elements), DEFINITIONS["duplicated_elements"],
-                   unit="elements"),
-            Figure("duplicate_instance_rate", "Duplicate collection rate (重复采集率)", total,
-                   DEFINITIONS["duplicate_instance_rate"]),
+            Figure(
+                "duplicated_elements",
+                "Elements collected by more than one department (多部门重复采集的信息项)",
+                len(dup_elements),
+                DEFINITIONS["duplicated_elements"],
+                unit="elements",
+            ),
+            Figure(
+                "duplicate_instance_rate",
+                "Duplicate collection rate (重复采集率)",
+                total,
+                DEFINITIONS["duplicate_instance_rate"],
+            ),
         ],
         tables=[
-            Table("departments", "By department (按部门)", [
-                Column("department", "Department (部门)"),
-                Column("name", "Name (名称)"),
-                Column("identifiers", "Distinct identifiers (去重标识数)",
-                       "distinct tokens per identifier element, summed over elements"),
-                Column("held_elsewhere", "Also held by another department (他部门已有)"),
-                Column("duplicate_instance_rate", "Duplicate collection rate (重复采集率)",
-                       DEFINITIONS["duplicate_instance_rate"]),
-                Column("elements_shared", "Elements also collected elsewhere (重复信息项)"),
-            ], dept_rows),
-            Table("elements", "Elements collected by more than one department (重复采集信息项)", [
-                Column("element", "Element (信息项)", DEFINITIONS["duplicated_elements"]),
-                Column("departments", "Departments (部门)"),
-                Column("fields", "Fields (字段)"),
-            ], [
-                {"element": e, "departments": ", ".join(sorted(d)),
-                 "fields": "; ".join(f for dd in sorted(d) for f in d[dd])}
-                for e, d in sorted(dup_elements.items())
-            ]),
-            Table("overlaps", "Identifier overlaps, measured on tokens (标识重合, 基于令牌)", [
-                Column("department", "Department B (部门)"),
-                Column("entry", "Entry Y (条目)"),
-                Column("field", "Field (字段)"),
-                Column("element", "Element (信息项)"),
-                Column("other_department", "Department A (他部门)"),
-                Column("other_entry", "Entry X (他部门条目)"),
-                Column("other_field", "Field in X"),
-                Column("shared", "Y's identifiers already in X (已存在于X)",
-                       "distinct tokens of Y.field found in X.field ÷ distinct tokens of Y.field"),
-            ], [{k: v for k, v in o.items() if k != "other_shareable"} for o in overlaps]),
-            Table("suggestions", "Reuse suggestions (复用建议)", [
-                Column("text", "Suggestion (建议)", DEFINITIONS["suggestion"]),
-                Column("shared", "Identifiers already there (已存在比例)"),
-            ], suggestions),
+            Table(
+                "departments",
+                "By department (按部门)",
+                [
+                    Column("department", "Department (部门)"),
+                    Column("name", "Name (名称)"),
+                    Column(
+                        "identifiers",
+                        "Distinct identifiers (去重标识数)",
+                        "distinct tokens per identifier element, summed over elements",
+                    ),
+                    Column("held_elsewhere", "Also held by another department (他部门已有)"),
+                    Column(
+                        "duplicate_instance_rate",
+                        "Duplicate collection rate (重复采集率)",
+                        DEFINITIONS["duplicate_instance_rate"],
+                    ),
+                    Column("elements_shared", "Elements also collected elsewhere (重复信息项)"),
+                ],
+                dept_rows,
+            ),
+            Table(
+                "elements",
+                "Elements collected by more than one department (重复采集信息项)",
+                [
+                    Column("element", "Element (信息项)", DEFINITIONS["duplicated_elements"]),
+                    Column("departments", "Departments (部门)"),
+                    Column("fields", "Fields (字段)"),
+                ],
+                [
+                    {
+                        "element": e,
+                        "departments": ", ".join(sorted(d)),
+                        "fields": "; ".join(f for dd in sorted(d) for f in d[dd]),
+                    }
+                    for e, d in sorted(dup_elements.items())
+                ],
+            ),
+            Table(
+                "overlaps",
+                "Identifier overlaps, measured on tokens (标识重合, 基于令牌)",
+                [
+                    Column("department", "Department B (部门)"),
+                    Column("entry", "Entry Y (条目)"),
+                    Column("field", "Field (字段)"),
+                    Column("element", "Element (信息项)"),
+                    Column("other_department", "Department A (他部门)"),
+                    Column("other_entry", "Entry X (他部门条目)"),
+                    Column("other_field", "Field in X"),
+                    Column(
+                        "shared",
+                        "Y's identifiers already in X (已存在于X)",
+                        "distinct tokens of Y.field found in X.field ÷ distinct tokens of Y.field",
+                    ),
+                ],
+                [{k: v for k, v in o.items() if k != "other_shareable"} for o in overlaps],
+            ),
+            Table(
+                "suggestions",
+                "Reuse suggestions (复用建议)",
+                [
+                    Column("text", "Suggestion (建议)", DEFINITIONS["suggestion"]),
+                    Column("shared", "Identifiers already there (已存在比例)"),
+                ],
+                suggestions,
+            ),
         ],
         notes=[
             "Target of the plan: data collected twice under 10% (重复采集率 < 10%).",
@@ -309,11 +366,17 @@ def duplicate_collection(
         ],
     )
     report.charts = [
-        Chart("rate_by_department", "bar",
-              "Duplicate collection rate by department (各部门重复采集率)",
-              [r["department"] for r in dept_rows],
-              {"duplicate collection rate (重复采集率)": [r["duplicate_instance_rate"].value
-                                                         for r in dept_rows]}),
+        Chart(
+            "rate_by_department",
+            "bar",
+            "Duplicate collection rate by department (各部门重复采集率)",
+            [r["department"] for r in dept_rows],
+            {
+                "duplicate collection rate (重复采集率)": [
+                    r["duplicate_instance_rate"].value for r in dept_rows
+                ]
+            },
+        ),
     ]
     return report
 
@@ -336,4 +399,3 @@ def _master_fields(session: Session) -> dict[str, list[tuple[str, str]]]:
     ):
         out[code].append((fname, element))
     return out
-

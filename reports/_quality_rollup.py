@@ -81,26 +81,47 @@ def quality_rollup(
     )
     sums = {
         d: (int(n), int(i or 0), int(p or 0), int(q or 0), o)
-        for d, n, i, p, q, o in run(session, base.add_columns(
-            Dataset.department_code, func.count(), func.sum(QualityResult.rows_in),
-            func.sum(QualityResult.rows_passed), func.sum(QualityResult.rows_quarantined),
-            func.avg(QualityResult.overall_score),
-        ).group_by(Dataset.department_code))
+        for d, n, i, p, q, o in run(
+            session,
+            base.add_columns(
+                Dataset.department_code,
+                func.count(),
+                func.sum(QualityResult.rows_in),
+                func.sum(QualityResult.rows_passed),
+                func.sum(QualityResult.rows_quarantined),
+                func.avg(QualityResult.overall_score),
+            ).group_by(Dataset.department_code),
+        )
     }
     dims: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for d, text in run(session, base.add_columns(Dataset.department_code,
-                                                 QualityResult.dimension_scores)):
+    for d, text in run(
+        session, base.add_columns(Dataset.department_code, QualityResult.dimension_scores)
+    ):
         for k, v in json.loads(text or "{}").items():
             if v is not None:
                 dims[d][k].append(float(v))
     m = month_of(DatasetVersion.created_at, dialect)
     trend_rows = [
-        {"department": d, "month": mo, "versions": int(n),
-         "row_pass_rate": Ratio(int(p or 0), int(i or 0)), "mean_overall": o}
-        for d, mo, n, i, p, o in run(session, base.add_columns(
-            Dataset.department_code, m, func.count(), func.sum(QualityResult.rows_in),
-            func.sum(QualityResult.rows_passed), func.avg(QualityResult.overall_score),
-        ).group_by(Dataset.department_code, m).order_by(m, Dataset.department_code))
+        {
+            "department": d,
+            "month": mo,
+            "versions": int(n),
+            "row_pass_rate": Ratio(int(p or 0), int(i or 0)),
+            "mean_overall": o,
+        }
+        for d, mo, n, i, p, o in run(
+            session,
+            base.add_columns(
+                Dataset.department_code,
+                m,
+                func.count(),
+                func.sum(QualityResult.rows_in),
+                func.sum(QualityResult.rows_passed),
+                func.avg(QualityResult.overall_score),
+            )
+            .group_by(Dataset.department_code, m)
+            .order_by(m, Dataset.department_code),
+        )
     ]
 
     rows = []
@@ -129,8 +150,7 @@ def quality_rollup(
     months = sorted({t["month"] for t in trend_rows})
     series: dict[str, list[float | None]] = {}
     for code, _ in departments(session, department):
-        vals = {t["month"]: t["row_pass_rate"].value for t in trend_rows
-                if t["department"] == code}
+        vals = {t["month"]: t["row_pass_rate"].value for t in trend_rows if t["department"] == code}
         if vals:
             series[code] = [vals.get(mo) for mo in months]
     report = Report(
@@ -140,39 +160,70 @@ def quality_rollup(
         department=department,
         generated_at=now or utcnow(),
         figures=[
-            Figure("versions_scored", "Versions scored (已评价版本)", versions,
-                   "committed dataset versions ingested in the period with a quality result",
-                   unit="versions"),
-            Figure("row_pass_rate", "Row pass rate (行通过率)", total, DEFINITIONS["row_pass_rate"]),
-            Figure("mean_overall", "Mean overall score (综合得分)", mean_overall,
-                   DEFINITIONS["mean_overall"], unit="score 0..1"),
+            Figure(
+                "versions_scored",
+                "Versions scored (已评价版本)",
+                versions,
+                "committed dataset versions ingested in the period with a quality result",
+                unit="versions",
+            ),
+            Figure(
+                "row_pass_rate", "Row pass rate (行通过率)", total, DEFINITIONS["row_pass_rate"]
+            ),
+            Figure(
+                "mean_overall",
+                "Mean overall score (综合得分)",
+                mean_overall,
+                DEFINITIONS["mean_overall"],
+                unit="score 0..1",
+            ),
         ],
         tables=[
-            Table("departments", "By provider department (按提供部门)", [
-                Column("department", "Department (部门)"),
-                Column("name", "Name (名称)"),
-                Column("versions", "Versions (版本数)"),
-                Column("rows_in", "Rows read (读入行数)"),
-                Column("rows_quarantined", "Rows quarantined (隔离行数)"),
-                Column("row_pass_rate", "Row pass rate (行通过率)", DEFINITIONS["row_pass_rate"]),
-                Column("mean_overall", "Mean overall (综合得分)", DEFINITIONS["mean_overall"]),
-                *[Column(d, d, DEFINITIONS["dimension"]) for d in DIMENSIONS],
-            ], rows),
-            Table("trend", "By month of ingestion, UTC (按入库月份)", [
-                Column("department", "Department (部门)"),
-                Column("month", "Month (月份)"),
-                Column("versions", "Versions (版本数)"),
-                Column("row_pass_rate", "Row pass rate (行通过率)", DEFINITIONS["row_pass_rate"]),
-                Column("mean_overall", "Mean overall (综合得分)", DEFINITIONS["mean_overall"]),
-            ], trend_rows),
+            Table(
+                "departments",
+                "By provider department (按提供部门)",
+                [
+                    Column("department", "Department (部门)"),
+                    Column("name", "Name (名称)"),
+                    Column("versions", "Versions (版本数)"),
+                    Column("rows_in", "Rows read (读入行数)"),
+                    Column("rows_quarantined", "Rows quarantined (隔离行数)"),
+                    Column(
+                        "row_pass_rate", "Row pass rate (行通过率)", DEFINITIONS["row_pass_rate"]
+                    ),
+                    Column("mean_overall", "Mean overall (综合得分)", DEFINITIONS["mean_overall"]),
+                    *[Column(d, d, DEFINITIONS["dimension"]) for d in DIMENSIONS],
+                ],
+                rows,
+            ),
+            Table(
+                "trend",
+                "By month of ingestion, UTC (按入库月份)",
+                [
+                    Column("department", "Department (部门)"),
+                    Column("month", "Month (月份)"),
+                    Column("versions", "Versions (版本数)"),
+                    Column(
+                        "row_pass_rate", "Row pass rate (行通过率)", DEFINITIONS["row_pass_rate"]
+                    ),
+                    Column("mean_overall", "Mean overall (综合得分)", DEFINITIONS["mean_overall"]),
+                ],
+                trend_rows,
+            ),
         ],
         notes=["Scores come from the quality stage of each ingest run (quality_results)."],
     )
     report.charts = [
-        Chart("pass_rate_by_department", "bar", "Row pass rate by department (各部门行通过率)",
-              [r["department"] for r in rows],
-              {"row pass rate (行通过率)": [r["row_pass_rate"].value for r in rows],
-               "mean overall (综合得分)": [r["mean_overall"] for r in rows]}),
+        Chart(
+            "pass_rate_by_department",
+            "bar",
+            "Row pass rate by department (各部门行通过率)",
+            [r["department"] for r in rows],
+            {
+                "row pass rate (行通过率)": [r["row_pass_rate"].value for r in rows],
+                "mean overall (综合得分)": [r["mean_overall"] for r in rows],
+            },
+        ),
         Chart("trend", "line", "Row pass rate by month (按月行通过率)", months, series),
     ]
     return report

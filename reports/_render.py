@@ -64,15 +64,25 @@ def to_dict(report: Report) -> dict[str, Any]:
         "department": report.department,
         "generated_at": report.generated_at.isoformat(),
         "figures": [
-            {"key": f.key, "label": f.label, "value": _json_value(f.value),
-             "display": cell_text(f.value), "unit": f.unit, "definition": f.definition}
+            {
+                "key": f.key,
+                "label": f.label,
+                "value": _json_value(f.value),
+                "display": cell_text(f.value),
+                "unit": f.unit,
+                "definition": f.definition,
+            }
             for f in report.figures
         ],
         "tables": [
-            {"key": t.key, "title": t.title,
-             "columns": [{"key": c.key, "label": c.label, "definition": c.definition}
-                         for c in t.columns],
-             "rows": [{c.key: _json_value(r.get(c.key)) for c in t.columns} for r in t.rows]}
+            {
+                "key": t.key,
+                "title": t.title,
+                "columns": [
+                    {"key": c.key, "label": c.label, "definition": c.definition} for c in t.columns
+                ],
+                "rows": [{c.key: _json_value(r.get(c.key)) for c in t.columns} for r in t.rows],
+            }
             for t in report.tables
         ],
         "notes": report.notes,
@@ -89,15 +99,20 @@ def render_table(report: Report, console: Any) -> None:
     """Print the report as rich tables on ``console`` (a ``rich.console.Console``)."""
     from rich.table import Table as RichTable
 
-    console.print(f"[bold]{report.title}[/] — period {report.period.label}"
-                  + (f", department {report.department}" if report.department else ""))
+    console.print(
+        f"[bold]{report.title}[/] — period {report.period.label}"
+        + (f", department {report.department}" if report.department else "")
+    )
     figs = RichTable(show_header=True, header_style="bold")
     figs.add_column("Figure (指标)")
     figs.add_column("Value (数值)", justify="right")
     figs.add_column("Definition (口径)", overflow="fold")
     for f in report.figures:
-        figs.add_row(f.label, cell_text(f.value) + (f" {f.unit}" if f.unit and f.value is not None
-                                                     else ""), f.definition)
+        figs.add_row(
+            f.label,
+            cell_text(f.value) + (f" {f.unit}" if f.unit and f.value is not None else ""),
+            f.definition,
+        )
     console.print(figs)
     for t in report.tables:
         rt = RichTable(title=t.title, show_header=True, header_style="bold")
@@ -135,8 +150,12 @@ def render_csv(report: Report, table: str | None = None) -> str:
             v = r.get(c.key)
             if c.key in ratio_cols:
                 ratio = v if isinstance(v, Ratio) else Ratio(0, 0)
-                out += [ratio.percent(), ratio.numerator, ratio.denominator,
-                        "" if ratio.value is None else repr(ratio.value)]
+                out += [
+                    ratio.percent(),
+                    ratio.numerator,
+                    ratio.denominator,
+                    "" if ratio.value is None else repr(ratio.value),
+                ]
             elif isinstance(v, Fraction):
                 out.append(repr(float(v)))
             else:
@@ -183,19 +202,32 @@ def render_xlsx(report: Report) -> bytes:
         ws.append(["department (部门)", report.department or "all (全部)"])
         ws.append(["generated at (生成时间, UTC)", report.generated_at.isoformat()])
         ws.append([])
-        ws.append(["figure (指标)", "display (显示值)", "value (数值)", "numerator (分子)",
-                   "denominator (分母)", "unit (单位)", "definition (口径)"])
+        ws.append(
+            [
+                "figure (指标)",
+                "display (显示值)",
+                "value (数值)",
+                "numerator (分子)",
+                "denominator (分母)",
+                "unit (单位)",
+                "definition (口径)",
+            ]
+        )
         for c in ws[ws.max_row]:
             c.font = bold
         for f in report.figures:
             v = f.value
             if isinstance(v, Ratio):
-                ws.append([f.label, v.percent(), v.value, v.numerator, v.denominator, "",
-                           f.definition])
+                ws.append(
+                    [f.label, v.percent(), v.value, v.numerator, v.denominator, "", f.definition]
+                )
                 ws.cell(ws.max_row, 3).number_format = "0.0%"
             else:
-                num = float(v) if isinstance(v, (Fraction, float, int)) and not isinstance(
-                    v, bool) else None
+                num = (
+                    float(v)
+                    if isinstance(v, (Fraction, float, int)) and not isinstance(v, bool)
+                    else None
+                )
                 ws.append([f.label, cell_text(v), num, None, None, f.unit, f.definition])
         for n in report.notes:
             ws.append([n])
@@ -207,8 +239,9 @@ def render_xlsx(report: Report) -> bytes:
                 name = name[:28] + f"_{len(used)}"
             used.add(name)
             sh = wb.create_sheet(name)
-            ratio_cols = {c.key for c in t.columns
-                          if any(isinstance(r.get(c.key), Ratio) for r in t.rows)}
+            ratio_cols = {
+                c.key for c in t.columns if any(isinstance(r.get(c.key), Ratio) for r in t.rows)
+            }
             header: list[str] = []
             for c in t.columns:
                 header.append(c.label)
@@ -226,8 +259,11 @@ def render_xlsx(report: Report) -> bytes:
                     if c.key in ratio_cols:
                         ratio = v if isinstance(v, Ratio) else Ratio(0, 0)
                         pct_cols.append(len(out) + 1)
-                        out += [ratio.value if ratio.value is not None else DASH,
-                                ratio.numerator, ratio.denominator]
+                        out += [
+                            ratio.value if ratio.value is not None else DASH,
+                            ratio.numerator,
+                            ratio.denominator,
+                        ]
                     elif isinstance(v, Fraction):
                         out.append(float(v))
                     elif isinstance(v, bool):
@@ -293,17 +329,23 @@ def svg_bar_chart(chart: Chart, *, width: int = 760, height: int = 300) -> str:
     plot_w, plot_h = width - left - right, height - top - bottom
     group_w = plot_w / len(cats)
     bar_w = max(2.0, min(36.0, (group_w - 10) / max(1, len(names))))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
-             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'aria-label="{_esc(chart.title)}">',
-             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'aria-label="{_esc(chart.title)}">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+    ]
     for k in range(5):  # grid and axis labels
         frac = k / 4
         y = top + plot_h * (1 - frac)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
-                     f'stroke="#d0d7de" stroke-width="1"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-                     f'fill="#57606a">{_fmt_axis(vmax * frac, chart.percent)}</text>')
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
+            f'stroke="#d0d7de" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+            f'fill="#57606a">{_fmt_axis(vmax * frac, chart.percent)}</text>'
+        )
     for i, cat in enumerate(cats):
         gx = left + i * group_w + (group_w - bar_w * len(names)) / 2
         for j, name in enumerate(names):
@@ -311,17 +353,21 @@ def svg_bar_chart(chart: Chart, *, width: int = 760, height: int = 300) -> str:
             v = series[i] if i < len(series) else None
             x = gx + j * bar_w
             if v is None:
-                parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h - 3:.1f}" '
-                             f'text-anchor="middle" font-size="10" fill="#57606a">{DASH}</text>')
+                parts.append(
+                    f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h - 3:.1f}" '
+                    f'text-anchor="middle" font-size="10" fill="#57606a">{DASH}</text>'
+                )
                 continue
             h = plot_h * max(0.0, min(1.0, v / vmax))
             parts.append(
                 f'<rect class="bar" x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 2:.1f}" '
                 f'height="{h:.1f}" fill="{PALETTE[j % len(PALETTE)]}">'
-                f'<title>{_esc(cat)} · {_esc(name)}: {_fmt_axis(v, chart.percent)}</title></rect>'
+                f"<title>{_esc(cat)} · {_esc(name)}: {_fmt_axis(v, chart.percent)}</title></rect>"
             )
-        parts.append(f'<text x="{left + (i + 0.5) * group_w:.1f}" y="{top + plot_h + 16:.1f}" '
-                     f'text-anchor="middle" font-size="11" fill="#24292f">{_esc(cat)}</text>')
+        parts.append(
+            f'<text x="{left + (i + 0.5) * group_w:.1f}" y="{top + plot_h + 16:.1f}" '
+            f'text-anchor="middle" font-size="11" fill="#24292f">{_esc(cat)}</text>'
+        )
     parts.append(_legend(names, left, height - 22))
     parts.append("</svg>")
     return "".join(parts)
@@ -335,45 +381,61 @@ def svg_line_chart(chart: Chart, *, width: int = 760, height: int = 300) -> str:
     vals = [v for s in chart.series.values() for v in s if v is not None]
     vmax = 1.0 if chart.percent else (max(vals) if vals else 1.0) or 1.0
     plot_w, plot_h = width - left - right, height - top - bottom
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
-             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'aria-label="{_esc(chart.title)}">',
-             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'aria-label="{_esc(chart.title)}">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+    ]
     for k in range(5):
         frac = k / 4
         y = top + plot_h * (1 - frac)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
-                     f'stroke="#d0d7de" stroke-width="1"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-                     f'fill="#57606a">{_fmt_axis(vmax * frac, chart.percent)}</text>')
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
+            f'stroke="#d0d7de" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+            f'fill="#57606a">{_fmt_axis(vmax * frac, chart.percent)}</text>'
+        )
     if not cats:
-        parts.append(f'<text x="{width / 2:.0f}" y="{top + plot_h / 2:.0f}" text-anchor="middle" '
-                     f'font-size="13" fill="#57606a">no data in the period (本期无数据)</text>')
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{top + plot_h / 2:.0f}" text-anchor="middle" '
+            f'font-size="13" fill="#57606a">no data in the period (本期无数据)</text>'
+        )
     step = plot_w / max(1, len(cats) - 1) if len(cats) > 1 else 0
     xs = [left + (i * step if len(cats) > 1 else plot_w / 2) for i in range(len(cats))]
     every = max(1, len(cats) // 12)
     for i, cat in enumerate(cats):
         if i % every == 0:
-            parts.append(f'<text x="{xs[i]:.1f}" y="{top + plot_h + 16:.1f}" text-anchor="middle" '
-                         f'font-size="11" fill="#24292f">{_esc(cat)}</text>')
+            parts.append(
+                f'<text x="{xs[i]:.1f}" y="{top + plot_h + 16:.1f}" text-anchor="middle" '
+                f'font-size="11" fill="#24292f">{_esc(cat)}</text>'
+            )
     for j, name in enumerate(names):
         color = PALETTE[j % len(PALETTE)]
         seg: list[str] = []
         for i, v in enumerate(chart.series[name]):
             if v is None:
                 if len(seg) > 1:
-                    parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
-                                 f'points="{" ".join(seg)}"/>')
+                    parts.append(
+                        f'<polyline fill="none" stroke="{color}" stroke-width="2" '
+                        f'points="{" ".join(seg)}"/>'
+                    )
                 seg = []
                 continue
             y = top + plot_h * (1 - max(0.0, min(1.0, v / vmax)))
             seg.append(f"{xs[i]:.1f},{y:.1f}")
-            parts.append(f'<circle class="point" cx="{xs[i]:.1f}" cy="{y:.1f}" r="3.5" '
-                         f'fill="{color}"><title>{_esc(cats[i])} · {_esc(name)}: '
-                         f'{_fmt_axis(v, chart.percent)}</title></circle>')
+            parts.append(
+                f'<circle class="point" cx="{xs[i]:.1f}" cy="{y:.1f}" r="3.5" '
+                f'fill="{color}"><title>{_esc(cats[i])} · {_esc(name)}: '
+                f"{_fmt_axis(v, chart.percent)}</title></circle>"
+            )
         if len(seg) > 1:
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
-                         f'points="{" ".join(seg)}"/>')
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="2" '
+                f'points="{" ".join(seg)}"/>'
+            )
     parts.append(_legend(names, left, height - 22))
     parts.append("</svg>")
     return "".join(parts)
@@ -382,10 +444,12 @@ def svg_line_chart(chart: Chart, *, width: int = 760, height: int = 300) -> str:
 def _legend(names: list[str], x0: float, y: float) -> str:
     out, x = [], x0
     for j, name in enumerate(names):
-        out.append(f'<rect x="{x:.0f}" y="{y - 10:.0f}" width="12" height="12" '
-                   f'fill="{PALETTE[j % len(PALETTE)]}"/>'
-                   f'<text x="{x + 16:.0f}" y="{y:.0f}" font-size="12" fill="#24292f">'
-                   f'{_esc(name)}</text>')
+        out.append(
+            f'<rect x="{x:.0f}" y="{y - 10:.0f}" width="12" height="12" '
+            f'fill="{PALETTE[j % len(PALETTE)]}"/>'
+            f'<text x="{x + 16:.0f}" y="{y:.0f}" font-size="12" fill="#24292f">'
+            f"{_esc(name)}</text>"
+        )
         x += 28 + 7.5 * len(name)
     return "".join(out)
 
@@ -425,26 +489,30 @@ def render_html(report: Report) -> str:
     ]
     for f in report.figures:
         v = f.value
-        sub = (f"{v.numerator:,} of {v.denominator:,}" if isinstance(v, Ratio)
-               else _esc(f.unit))
+        sub = f"{v.numerator:,} of {v.denominator:,}" if isinstance(v, Ratio) else _esc(f.unit)
         big = v.percent() if isinstance(v, Ratio) else cell_text(v)
-        p.append(f'<div class="card" id="fig-{_esc(f.key)}"><div>{_esc(f.label)}</div>'
-                 f'<div class="v">{_esc(big)}</div><div class="n">{sub}</div>'
-                 f'<div class="d">{_esc(f.definition)}</div></div>')
+        p.append(
+            f'<div class="card" id="fig-{_esc(f.key)}"><div>{_esc(f.label)}</div>'
+            f'<div class="v">{_esc(big)}</div><div class="n">{sub}</div>'
+            f'<div class="d">{_esc(f.definition)}</div></div>'
+        )
     p.append("</div>")
     if report.notes:
-        p.append('<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in report.notes)
-                 + "</ul>")
+        p.append(
+            '<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in report.notes) + "</ul>"
+        )
     if report.charts:
         p.append("<h2>Charts (图表)</h2>")
     for c in report.charts:
         svg = svg_line_chart(c) if c.kind == "line" else svg_bar_chart(c)
-        p.append(f'<figure id="chart-{_esc(c.key)}">{svg}<figcaption>{_esc(c.title)}'
-                 f"</figcaption></figure>")
+        p.append(
+            f'<figure id="chart-{_esc(c.key)}">{svg}<figcaption>{_esc(c.title)}'
+            f"</figcaption></figure>"
+        )
     for t in report.tables:
         p.append(f'<h2 id="table-{_esc(t.key)}">{_esc(t.title)}</h2>')
         p.append(_html_table(t))
-    p.append("<h2>Definitions (指标口径)</h2><dl class=\"defs\">")
+    p.append('<h2>Definitions (指标口径)</h2><dl class="defs">')
     seen: set[str] = set()
     for key, label, definition in _definitions(report):
         if definition and key not in seen:
@@ -485,8 +553,9 @@ def render(report: Report, fmt: str) -> str | bytes:
         return render_xlsx(report)
     if fmt == "html":
         return render_html(report)
-    raise ReportDefinitionError(f"format {fmt!r} cannot be written to a file (use one of "
-                                "json, csv, xlsx, html)")
+    raise ReportDefinitionError(
+        f"format {fmt!r} cannot be written to a file (use one of json, csv, xlsx, html)"
+    )
 
 
 def write_report(report: Report, fmt: str, path: Path) -> int:
@@ -504,4 +573,3 @@ def write_report(report: Report, fmt: str, path: Path) -> int:
     except OSError as exc:
         raise ReportError(f"cannot write report file {path}: {exc.strerror}") from exc
     return len(raw)
-

@@ -123,8 +123,13 @@ def security_coverage(
 
     entries = run(
         session,
-        select(Dataset.code, Dataset.name, Dataset.department_code, Dataset.contract_yaml,
-               DatasetVersion.delta_version)
+        select(
+            Dataset.code,
+            Dataset.name,
+            Dataset.department_code,
+            Dataset.contract_yaml,
+            DatasetVersion.delta_version,
+        )
         .outerjoin(DatasetVersion, DatasetVersion.id == Dataset.current_version_id)
         .where(scope)
         .order_by(Dataset.code),
@@ -147,28 +152,53 @@ def security_coverage(
         ok, n = _classified(contract_yaml)
         cls[dept] = cls.get(dept, Ratio(0, 0)) + Ratio(ok, n)
         if version is None:
-            entry_rows.append({"department": dept, "entry": code, "version": None,
-                               "protected": len(prot), "encrypted": 0,
-                               "missing": "(no stored version)"})
+            entry_rows.append(
+                {
+                    "department": dept,
+                    "entry": code,
+                    "version": None,
+                    "protected": len(prot),
+                    "encrypted": 0,
+                    "missing": "(no stored version)",
+                }
+            )
             continue
         cipher = _stored_cipher_fields(lakehouse, name, int(version), code)
         done = [p for p in prot if p in cipher]
         enc[dept] = enc.get(dept, Ratio(0, 0)) + Ratio(len(done), len(prot))
-        entry_rows.append({"department": dept, "entry": code, "version": int(version),
-                           "protected": len(prot), "encrypted": len(done),
-                           "missing": ", ".join(p for p in prot if p not in cipher)})
+        entry_rows.append(
+            {
+                "department": dept,
+                "entry": code,
+                "version": int(version),
+                "protected": len(prot),
+                "encrypted": len(done),
+                "missing": ", ".join(p for p in prot if p not in cipher),
+            }
+        )
 
     # two-person approval: jobs needing a reviewer that were approved, and how
     approved = case(
         (Job.state.in_(AFTER_APPROVAL), True),
-        (and_(Job.state.in_(MAYBE_APPROVED), exists(select(JobTransition.id).where(
-            JobTransition.job_id == Job.id, JobTransition.to_state == "approved"))), True),
+        (
+            and_(
+                Job.state.in_(MAYBE_APPROVED),
+                exists(
+                    select(JobTransition.id).where(
+                        JobTransition.job_id == Job.id, JobTransition.to_state == "approved"
+                    )
+                ),
+            ),
+            True,
+        ),
         else_=False,
     )
     approvers = (
-        select(Approval.job_id.label("job_id"),
-               func.count(func.distinct(Approval.approver)).label("people"),
-               func.sum(case((Approval.role == "reviewer", 1), else_=0)).label("reviewers"))
+        select(
+            Approval.job_id.label("job_id"),
+            func.count(func.distinct(Approval.approver)).label("people"),
+            func.sum(case((Approval.role == "reviewer", 1), else_=0)).label("reviewers"),
+        )
         .where(Approval.decision == "approve")
         .group_by(Approval.job_id)
         .subquery("approvers")
@@ -182,8 +212,12 @@ def security_coverage(
             .select_from(Job)
             .join(Dataset, Dataset.code == Job.dataset_code)
             .outerjoin(approvers, approvers.c.job_id == Job.id)
-            .where(scope, in_period(Job.created_at, period),
-                   _json_true(Job.decision_json, "reviewer_required", dialect), approved)
+            .where(
+                scope,
+                in_period(Job.created_at, period),
+                _json_true(Job.decision_json, "reviewer_required", dialect),
+                approved,
+            )
             .group_by(Dataset.department_code),
         )
     }
@@ -218,49 +252,99 @@ def security_coverage(
         department=department,
         generated_at=now,
         figures=[
-            Figure("encrypted_storage", "Sensitive fields stored encrypted (敏感数据加密存储率)",
-                   tot["enc"], DEFINITIONS["encrypted_storage"]),
-            Figure("fields_classified", "Fields classified (分类分级覆盖率)", tot["cls"],
-                   DEFINITIONS["fields_classified"]),
-            Figure("two_person_approval", "Two-person approval where required (双人复核执行率)",
-                   tot["tpa"], DEFINITIONS["two_person_approval"]),
-            Figure("audit_chain", "Audit chain verified (审计链校验)", audit_ok,
-                   DEFINITIONS["audit_chain"]),
-            Figure("audit_entries_checked", "Audit entries checked (已校验审计记录)", checked,
-                   "entries read and verified by the check above", unit="entries"),
-            Figure("audit_checked_at", "Audit chain checked at (校验时间)",
-                   now.isoformat() if verify_audit is not None else None,
-                   "UTC time of the verification above"),
+            Figure(
+                "encrypted_storage",
+                "Sensitive fields stored encrypted (敏感数据加密存储率)",
+                tot["enc"],
+                DEFINITIONS["encrypted_storage"],
+            ),
+            Figure(
+                "fields_classified",
+                "Fields classified (分类分级覆盖率)",
+                tot["cls"],
+                DEFINITIONS["fields_classified"],
+            ),
+            Figure(
+                "two_person_approval",
+                "Two-person approval where required (双人复核执行率)",
+                tot["tpa"],
+                DEFINITIONS["two_person_approval"],
+            ),
+            Figure(
+                "audit_chain",
+                "Audit chain verified (审计链校验)",
+                audit_ok,
+                DEFINITIONS["audit_chain"],
+            ),
+            Figure(
+                "audit_entries_checked",
+                "Audit entries checked (已校验审计记录)",
+                checked,
+                "entries read and verified by the check above",
+                unit="entries",
+            ),
+            Figure(
+                "audit_checked_at",
+                "Audit chain checked at (校验时间)",
+                now.isoformat() if verify_audit is not None else None,
+                "UTC time of the verification above",
+            ),
         ],
         tables=[
-            Table("departments", "By provider department (按提供部门)", [
-                Column("department", "Department (部门)"),
-                Column("name", "Name (名称)"),
-                Column("encrypted_storage", "Encrypted storage (加密存储率)",
-                       DEFINITIONS["encrypted_storage"]),
-                Column("fields_classified", "Classified (分类分级)",
-                       DEFINITIONS["fields_classified"]),
-                Column("two_person_approval", "Two-person approval (双人复核)",
-                       DEFINITIONS["two_person_approval"]),
-            ], rows),
-            Table("entries", "Protected fields per entry (各条目受保护字段)", [
-                Column("department", "Department (部门)"),
-                Column("entry", "Entry (条目)"),
-                Column("version", "Current version (当前版本)"),
-                Column("protected", "Protected fields (受保护字段)"),
-                Column("encrypted", "Stored encrypted (已加密)"),
-                Column("missing", "Stored in plaintext (明文存储)"),
-            ], entry_rows),
+            Table(
+                "departments",
+                "By provider department (按提供部门)",
+                [
+                    Column("department", "Department (部门)"),
+                    Column("name", "Name (名称)"),
+                    Column(
+                        "encrypted_storage",
+                        "Encrypted storage (加密存储率)",
+                        DEFINITIONS["encrypted_storage"],
+                    ),
+                    Column(
+                        "fields_classified",
+                        "Classified (分类分级)",
+                        DEFINITIONS["fields_classified"],
+                    ),
+                    Column(
+                        "two_person_approval",
+                        "Two-person approval (双人复核)",
+                        DEFINITIONS["two_person_approval"],
+                    ),
+                ],
+                rows,
+            ),
+            Table(
+                "entries",
+                "Protected fields per entry (各条目受保护字段)",
+                [
+                    Column("department", "Department (部门)"),
+                    Column("entry", "Entry (条目)"),
+                    Column("version", "Current version (当前版本)"),
+                    Column("protected", "Protected fields (受保护字段)"),
+                    Column("encrypted", "Stored encrypted (已加密)"),
+                    Column("missing", "Stored in plaintext (明文存储)"),
+                ],
+                entry_rows,
+            ),
         ],
-        notes=["Target of the plan: 100% encrypted storage of sensitive data (敏感数据100%加密存储).",
-               f"Audit chain: {audit_msg}"],
+        notes=[
+            "Target of the plan: 100% encrypted storage of sensitive data (敏感数据100%加密存储).",
+            f"Audit chain: {audit_msg}",
+        ],
     )
     report.charts = [
-        Chart("coverage_by_department", "bar", "Coverage by department (各部门覆盖率)",
-              [r["department"] for r in rows], {
-                  "encrypted storage (加密存储)": [r["encrypted_storage"].value for r in rows],
-                  "classified (分类分级)": [r["fields_classified"].value for r in rows],
-                  "two-person approval (双人复核)": [r["two_person_approval"].value for r in rows],
-              }),
+        Chart(
+            "coverage_by_department",
+            "bar",
+            "Coverage by department (各部门覆盖率)",
+            [r["department"] for r in rows],
+            {
+                "encrypted storage (加密存储)": [r["encrypted_storage"].value for r in rows],
+                "classified (分类分级)": [r["fields_classified"].value for r in rows],
+                "two-person approval (双人复核)": [r["two_person_approval"].value for r in rows],
+            },
+        ),
     ]
     return report

@@ -182,8 +182,13 @@ def sharing_rate(
     months: dict[str, list[int]] = {}
     for d, m, n, a, r in run(
         session,
-        select(dept_col, jobs_by_code.c.m, func.sum(jobs_by_code.c.submitted),
-               func.sum(jobs_by_code.c.approved), func.sum(jobs_by_code.c.released))
+        select(
+            dept_col,
+            jobs_by_code.c.m,
+            func.sum(jobs_by_code.c.submitted),
+            func.sum(jobs_by_code.c.approved),
+            func.sum(jobs_by_code.c.released),
+        )
         .select_from(jobs_by_code)
         .join(Dataset, Dataset.code == jobs_by_code.c.code)
         .where(scope)
@@ -220,8 +225,7 @@ def sharing_rate(
 
     # -- rejection reasons --------------------------------------------------------------------
     rejected = (
-        select(Job.dataset_code.label("code"), Job.reason.label("reason"),
-               func.count().label("n"))
+        select(Job.dataset_code.label("code"), Job.reason.label("reason"), func.count().label("n"))
         .where(Job.state == "rejected", in_period(Job.created_at, period))
         .group_by(Job.dataset_code, Job.reason)
         .subquery("rejected")
@@ -266,14 +270,31 @@ def sharing_rate(
         rows.append(r)
 
     figures = [
-        Figure("catalog_share_rate", LABELS["catalog_share_rate"], totals["catalog"],
-               DEFINITIONS["catalog_share_rate"]),
-        Figure("actual_share_rate", LABELS["actual_share_rate"], totals["actual"],
-               DEFINITIONS["actual_share_rate"]),
-        Figure("request_satisfaction", LABELS["request_satisfaction"], totals["satisfaction"],
-               DEFINITIONS["request_satisfaction"]),
-        Figure("median_decision_seconds", LABELS["median_decision_seconds"], _seconds(med_all),
-               DEFINITIONS["median_decision_seconds"], unit="seconds"),
+        Figure(
+            "catalog_share_rate",
+            LABELS["catalog_share_rate"],
+            totals["catalog"],
+            DEFINITIONS["catalog_share_rate"],
+        ),
+        Figure(
+            "actual_share_rate",
+            LABELS["actual_share_rate"],
+            totals["actual"],
+            DEFINITIONS["actual_share_rate"],
+        ),
+        Figure(
+            "request_satisfaction",
+            LABELS["request_satisfaction"],
+            totals["satisfaction"],
+            DEFINITIONS["request_satisfaction"],
+        ),
+        Figure(
+            "median_decision_seconds",
+            LABELS["median_decision_seconds"],
+            _seconds(med_all),
+            DEFINITIONS["median_decision_seconds"],
+            unit="seconds",
+        ),
         Figure("open_rate", LABELS["open_rate"], totals["open"], DEFINITIONS["open_rate"]),
     ]
     dept_table = Table(
@@ -283,27 +304,44 @@ def sharing_rate(
             Column("department", "Department (部门)"),
             Column("name", "Name (名称)"),
             Column("entries", "Entries (目录条目)", "catalog entries registered by the period end"),
-            Column("catalog_share_rate", LABELS["catalog_share_rate"],
-                   DEFINITIONS["catalog_share_rate"]),
-            Column("actual_share_rate", LABELS["actual_share_rate"],
-                   DEFINITIONS["actual_share_rate"]),
-            Column("request_satisfaction", LABELS["request_satisfaction"],
-                   DEFINITIONS["request_satisfaction"]),
-            Column("median_decision_seconds", "Median time to decision, s (审批时长中位数, 秒)",
-                   DEFINITIONS["median_decision_seconds"]),
+            Column(
+                "catalog_share_rate",
+                LABELS["catalog_share_rate"],
+                DEFINITIONS["catalog_share_rate"],
+            ),
+            Column(
+                "actual_share_rate", LABELS["actual_share_rate"], DEFINITIONS["actual_share_rate"]
+            ),
+            Column(
+                "request_satisfaction",
+                LABELS["request_satisfaction"],
+                DEFINITIONS["request_satisfaction"],
+            ),
+            Column(
+                "median_decision_seconds",
+                "Median time to decision, s (审批时长中位数, 秒)",
+                DEFINITIONS["median_decision_seconds"],
+            ),
             Column("open_rate", LABELS["open_rate"], DEFINITIONS["open_rate"]),
-            Column("top_rejection_reason", "Top rejection reason (主要驳回原因)",
-                   DEFINITIONS["rejection_reasons"]),
+            Column(
+                "top_rejection_reason",
+                "Top rejection reason (主要驳回原因)",
+                DEFINITIONS["rejection_reasons"],
+            ),
         ],
         rows,
     )
     reason_table = Table(
         "rejection_reasons",
         "Top reasons for rejection (主要驳回原因)",
-        [Column("reason", "Reason (原因)", DEFINITIONS["rejection_reasons"]),
-         Column("jobs", "Jobs (作业数)")],
-        [{"reason": k, "jobs": v}
-         for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]],
+        [
+            Column("reason", "Reason (原因)", DEFINITIONS["rejection_reasons"]),
+            Column("jobs", "Jobs (作业数)"),
+        ],
+        [
+            {"reason": k, "jobs": v}
+            for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]
+        ],
     )
     trend = _trend(months)
     report = Report(
@@ -323,20 +361,35 @@ def sharing_rate(
     )
     cats = [r["department"] for r in rows]
     report.charts = [
-        Chart("share_by_department", "bar", "Share rates by department (各部门共享率)", cats, {
-            "catalog share rate (目录共享率)": [r["catalog_share_rate"].value for r in rows],
-            "actual share rate (实际共享率)": [r["actual_share_rate"].value for r in rows],
-            "open rate (开放率)": [r["open_rate"].value for r in rows],
-        }),
-        Chart("satisfaction_by_department", "bar",
-              "Request satisfaction by department (各部门需求满足率)", cats,
-              {"request satisfaction (需求满足率)": [r["request_satisfaction"].value
-                                                   for r in rows]}),
-        Chart("trend", "line", "Trend by month (按月趋势)",
-              [r["month"] for r in trend.rows], {
-                  "request satisfaction (需求满足率)": [r["request_satisfaction"].value
-                                                       for r in trend.rows],
-              }),
+        Chart(
+            "share_by_department",
+            "bar",
+            "Share rates by department (各部门共享率)",
+            cats,
+            {
+                "catalog share rate (目录共享率)": [r["catalog_share_rate"].value for r in rows],
+                "actual share rate (实际共享率)": [r["actual_share_rate"].value for r in rows],
+                "open rate (开放率)": [r["open_rate"].value for r in rows],
+            },
+        ),
+        Chart(
+            "satisfaction_by_department",
+            "bar",
+            "Request satisfaction by department (各部门需求满足率)",
+            cats,
+            {"request satisfaction (需求满足率)": [r["request_satisfaction"].value for r in rows]},
+        ),
+        Chart(
+            "trend",
+            "line",
+            "Trend by month (按月趋势)",
+            [r["month"] for r in trend.rows],
+            {
+                "request satisfaction (需求满足率)": [
+                    r["request_satisfaction"].value for r in trend.rows
+                ],
+            },
+        ),
     ]
     return report
 
@@ -355,8 +408,13 @@ def _top(counts: dict[str, int]) -> str | None:
 def _trend(months: dict[str, list[int]]) -> Table:
     """Per month (UTC) of submission: jobs submitted, approved and released, satisfaction."""
     rows = [
-        {"month": m, "submitted": n, "approved": a, "released": r,
-         "request_satisfaction": Ratio(a, n)}
+        {
+            "month": m,
+            "submitted": n,
+            "approved": a,
+            "released": r,
+            "request_satisfaction": Ratio(a, n),
+        }
         for m, (n, a, r) in sorted(months.items())[-MAX_TREND_MONTHS:]
     ]
     return Table(
@@ -367,8 +425,11 @@ def _trend(months: dict[str, list[int]]) -> Table:
             Column("submitted", "Jobs submitted (提交作业)"),
             Column("approved", "Approved (已批准)"),
             Column("released", "Released so far (已发布结果)"),
-            Column("request_satisfaction", LABELS["request_satisfaction"],
-                   DEFINITIONS["request_satisfaction"]),
+            Column(
+                "request_satisfaction",
+                LABELS["request_satisfaction"],
+                DEFINITIONS["request_satisfaction"],
+            ),
         ],
         rows,
     )

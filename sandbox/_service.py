@@ -329,8 +329,16 @@ class Sandbox:
         try:
             with self.factory.begin() as s:
                 # e.g. the DP ledger reserves the job's ε/δ first, in this transaction
-                _hook(comp.name, "on_submit", s, job_id=job_id, requester=u.name,
-                      contract=contract, params=params, now=now)
+                _hook(
+                    comp.name,
+                    "on_submit",
+                    s,
+                    job_id=job_id,
+                    requester=u.name,
+                    contract=contract,
+                    params=params,
+                    now=now,
+                )
                 s.add(
                     Job(
                         id=job_id,
@@ -638,9 +646,16 @@ class Sandbox:
                     {"attempts": job.attempts + 1, "deadline_at": deadline, "reason": None},
                 )
                 spec = JobSpec.model_validate_json(job.spec_json)
-                _hook(spec.computation.name, "on_run_start", s, job_id=job_id,
-                      requester=job.requester, contract=contract, params=spec.params,
-                      now=self.clock())
+                _hook(
+                    spec.computation.name,
+                    "on_run_start",
+                    s,
+                    job_id=job_id,
+                    requester=job.requester,
+                    contract=contract,
+                    params=spec.params,
+                    now=self.clock(),
+                )
                 requester = job.requester
                 decision = json.loads(job.decision_json)
                 dataset_name = ds.name

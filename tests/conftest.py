@@ -45,8 +45,13 @@ def make_contract(**overrides) -> Contract:
         "quality": {"min_pass_rate": 0.5},
         "fields": [
             {"name": "uscc", "title": "统一社会信用代码", "required": True, "element": "uscc"},
-            {"name": "legal_rep_id", "title": "法定代表人身份证号", "element": "resident_id",
-             "grade": "important", "pi": "sensitive"},
+            {
+                "name": "legal_rep_id",
+                "title": "法定代表人身份证号",
+                "element": "resident_id",
+                "grade": "important",
+                "pi": "sensitive",
+            },
             {"name": "reg_capital", "title": "注册资本(万元)", "type": "decimal", "scale": 2},
         ],
     }

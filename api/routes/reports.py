@@ -22,7 +22,9 @@ PeriodQ = Annotated[
 DepartmentQ = Annotated[str | None, Query(max_length=32, description="provider department code")]
 
 
-def _report(name: str, state, session, period: str | None, department: str | None) -> dict[str, Any]:
+def _report(
+    name: str, state, session, period: str | None, department: str | None
+) -> dict[str, Any]:
     import reports
     from pipelines import Lakehouse
 
@@ -49,7 +51,10 @@ def _report(name: str, state, session, period: str | None, department: str | Non
 
 @router.get("/sharing-rate", summary="Sharing rate (共享率), request satisfaction, open rate")
 def sharing_rate(
-    _: Analyst, state: StateDep, session: SessionDep, period: PeriodQ = None,
+    _: Analyst,
+    state: StateDep,
+    session: SessionDep,
+    period: PeriodQ = None,
     department: DepartmentQ = None,
 ) -> dict[str, Any]:
     """Catalog share rate, actual share rate, request satisfaction, time to decision, open rate."""
@@ -58,7 +63,10 @@ def sharing_rate(
 
 @router.get("/duplicate-collection", summary="Duplicate collection (重复采集率)")
 def duplicate_collection(
-    _: Analyst, state: StateDep, session: SessionDep, period: PeriodQ = None,
+    _: Analyst,
+    state: StateDep,
+    session: SessionDep,
+    period: PeriodQ = None,
     department: DepartmentQ = None,
 ) -> dict[str, Any]:
     """Elements collected by several departments, measured on tokens, with reuse suggestions."""
@@ -67,7 +75,10 @@ def duplicate_collection(
 
 @router.get("/quality", summary="Quality roll-up (质量报告, GB/T 36344)")
 def quality_report(
-    _: Analyst, state: StateDep, session: SessionDep, period: PeriodQ = None,
+    _: Analyst,
+    state: StateDep,
+    session: SessionDep,
+    period: PeriodQ = None,
     department: DepartmentQ = None,
 ) -> dict[str, Any]:
     """Pass rates and dimension scores per department and period (no example values)."""
@@ -76,7 +87,10 @@ def quality_report(
 
 @router.get("/security-coverage", summary="Security coverage (安全覆盖率)")
 def security_coverage(
-    _: Analyst, state: StateDep, session: SessionDep, period: PeriodQ = None,
+    _: Analyst,
+    state: StateDep,
+    session: SessionDep,
+    period: PeriodQ = None,
     department: DepartmentQ = None,
 ) -> dict[str, Any]:
     """Encrypted storage, classification, two-person approval, audit chain verified."""

@@ -37,4 +37,12 @@ def fail(exc: BaseException | str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-__all__ = ["GovdxError", "catalog_session", "console", "err_console", "fail", "get_settings", "print_json"]
+__all__ = [
+    "GovdxError",
+    "catalog_session",
+    "console",
+    "err_console",
+    "fail",
+    "get_settings",
+    "print_json",
+]

@@ -26,7 +26,9 @@ def public_contracts() -> list[Path]:
 
 
 def demo_command(
-    rows: Annotated[int, typer.Option(help="Enterprises in the registry (the largest file).")] = 100_000,
+    rows: Annotated[
+        int, typer.Option(help="Enterprises in the registry (the largest file).")
+    ] = 100_000,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data generator.")] = 20261129,
     workdir: Annotated[
         Path | None, typer.Option(help="Where generated files go (default $GOVDX_HOME/demo).")
@@ -58,8 +60,10 @@ def demo_command(
             console.print(f"[bold]govdx demo[/] — home {settings.home}, {rows:,} enterprises")
         files, contracts = write_credit_demo(workdir, rows=rows, seed=seed)
         if not as_json:
-            console.print(f"  generated department files in {workdir / 'data'}; bank applicant "
-                          f"list (requester side, not ingested): {files.bank_applicants}")
+            console.print(
+                f"  generated department files in {workdir / 'data'}; bank applicant "
+                f"list (requester side, not ingested): {files.bank_applicants}"
+            )
         if public:
             contracts = [*contracts, *public_contracts()]
         outcomes = []
@@ -81,64 +85,85 @@ def demo_command(
     steps: dict[str, dict] = {}
     if not failed:
         try:
-            steps = sandbox_steps(settings, files, workdir=workdir, quiet=as_json,
-                                  federated=federated)
+            steps = sandbox_steps(
+                settings, files, workdir=workdir, quiet=as_json, federated=federated
+            )
         except GovdxError as exc:
             fail(exc)
             return
     if as_json:
         print_json({"ingests": outcomes, "catalog": summary, "sandbox": steps})
     if failed:
-        fail(f"{len(failed)} ingest(s) failed: " + "; ".join(f"{o['dataset']}: {o['error']}" for o in failed))
+        fail(
+            f"{len(failed)} ingest(s) failed: "
+            + "; ".join(f"{o['dataset']}: {o['error']}" for o in failed)
+        )
 
 
-def sandbox_steps(settings, files, *, workdir: Path, quiet: bool,
-                  federated: bool = True) -> dict[str, dict]:
+def sandbox_steps(
+    settings, files, *, workdir: Path, quiet: bool, federated: bool = True
+) -> dict[str, dict]:
     """The demo's sandbox steps after ingestion (requester side kept in ``workdir/bank``)."""
     from govdx.demo._scenario import psi_step
 
     steps = {}
     if not quiet:
-        console.print("[bold]sandbox[/] 银税互动: the bank asks how many of its applicants pay "
-                      "tax here (PSI, cardinality only; 税务局 steward + reviewer approve)")
+        console.print(
+            "[bold]sandbox[/] 银税互动: the bank asks how many of its applicants pay "
+            "tax here (PSI, cardinality only; 税务局 steward + reviewer approve)"
+        )
     psi = psi_step(settings, files.bank_applicants, workdir=workdir / "bank")
     steps["psi"] = psi
     if not quiet:
-        console.print(f"  job {psi['job_id'][:8]}… {psi['state']}: {psi['cardinality']:,} of the "
-                      f"bank's {psi['applicants']:,} applicants are taxpayers (交集数量); the bank's "
-                      "list never left the bank, no tax row left the sandbox")
+        console.print(
+            f"  job {psi['job_id'][:8]}… {psi['state']}: {psi['cardinality']:,} of the "
+            f"bank's {psi['applicants']:,} applicants are taxpayers (交集数量); the bank's "
+            "list never left the bank, no tax row left the sandbox"
+        )
     from sandbox import demo_dp_step, demo_fl_step
 
     if not quiet:
-        console.print("[bold]sandbox[/] employees insured per district, released to the "
-                      "big-data bureau's analyst with differential privacy (ε = 1/2, OpenDP)")
+        console.print(
+            "[bold]sandbox[/] employees insured per district, released to the "
+            "big-data bureau's analyst with differential privacy (ε = 1/2, OpenDP)"
+        )
     dp = demo_dp_step(settings)
     steps["dp"] = dp
     if not quiet:
-        console.print(f"  job {dp['job_id'][:8]}…: {dp['districts']} districts, mechanism "
-                      f"{dp['mechanism']}, noise scale {dp['scale']}, 95% CI ±{float(dp['ci_halfwidth']):.1f}")
+        console.print(
+            f"  job {dp['job_id'][:8]}…: {dp['districts']} districts, mechanism "
+            f"{dp['mechanism']}, noise scale {dp['scale']}, 95% CI ±{float(dp['ci_halfwidth']):.1f}"
+        )
         for code, count, lo, hi in dp["top_districts"][:3]:
-            console.print(f"    {code}: {float(count):.0f} (95% CI {float(lo):.1f} … {float(hi):.1f})",
-                          highlight=False)
+            console.print(
+                f"    {code}: {float(count):.0f} (95% CI {float(lo):.1f} … {float(hi):.1f})",
+                highlight=False,
+            )
     if not federated:
         return steps
     if files.rows["tax_payment"] < FL_MIN_TAX_ROWS:
         if not quiet:
-            console.print(f"[bold]sandbox[/] federated step skipped: it needs ≥ "
-                          f"{FL_MIN_TAX_ROWS:,} tax rows so each province has enough "
-                          "(run with --rows 20000 or more)")
+            console.print(
+                f"[bold]sandbox[/] federated step skipped: it needs ≥ "
+                f"{FL_MIN_TAX_ROWS:,} tax rows so each province has enough "
+                "(run with --rows 20000 or more)"
+            )
         return steps
     if not quiet:
-        console.print("[bold]sandbox[/] a default-risk model for the bank, trained across three "
-                      "provinces' tax rows with FedAvg on Flower and SecAgg+ (rows stay with "
-                      "their party; ≈1 min)")
+        console.print(
+            "[bold]sandbox[/] a default-risk model for the bank, trained across three "
+            "provinces' tax rows with FedAvg on Flower and SecAgg+ (rows stay with "
+            "their party; ≈1 min)"
+        )
     fl = demo_fl_step(settings)
     steps["fl"] = fl
     if not quiet:
         pooled = fl["pooled"]
-        console.print(f"  job {fl['job_id'][:8]}… {fl['state']}: {fl['rounds']} rounds, parties "
-                      f"{fl['parties']}, pooled hold-out AUC {pooled['auc']:.3f}, accuracy "
-                      f"{pooled['accuracy']:.3f} ({fl['seconds']:.0f}s)")
+        console.print(
+            f"  job {fl['job_id'][:8]}… {fl['state']}: {fl['rounds']} rounds, parties "
+            f"{fl['parties']}, pooled hold-out AUC {pooled['auc']:.3f}, accuracy "
+            f"{pooled['accuracy']:.3f} ({fl['seconds']:.0f}s)"
+        )
     return steps
 
 
@@ -178,14 +203,22 @@ def print_summary(summary: list[dict]) -> None:
     for col in ("code", "title", "share", "grade", "ver", "rows", "quarantined"):
         t.add_column(col, overflow="fold")
     for d in summary:
-        t.add_row(d["code"], d["title"], SHARE_TYPE_ZH.get(d["share_type"], d["share_type"]),
-                  GRADE_ZH.get(d["grade"], d["grade"]), str(d["version"]), f"{d['rows']:,}",
-                  f"{d['quarantined']:,}")
+        t.add_row(
+            d["code"],
+            d["title"],
+            SHARE_TYPE_ZH.get(d["share_type"], d["share_type"]),
+            GRADE_ZH.get(d["grade"], d["grade"]),
+            str(d["version"]),
+            f"{d['rows']:,}",
+            f"{d['quarantined']:,}",
+        )
     console.print(t)
     console.print("[bold]lineage[/] (raw file in the landing zone → lakehouse table):")
     for d in summary:
         for u in d["upstream"]:
             console.print(f"  {u[:48]}… → {d['code']}", highlight=False)
-    console.print("Next: [cyan]govdx catalog show SCJG-0001[/], [cyan]govdx quarantine show "
-                  "SCJG-0001[/], [cyan]govdx lineage show SCJG-0001[/], [cyan]govdx audit "
-                  "verify[/]")
+    console.print(
+        "Next: [cyan]govdx catalog show SCJG-0001[/], [cyan]govdx quarantine show "
+        "SCJG-0001[/], [cyan]govdx lineage show SCJG-0001[/], [cyan]govdx audit "
+        "verify[/]"
+    )

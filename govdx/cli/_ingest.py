@@ -55,7 +55,9 @@ def ingest_command(
     settings = get_settings()
     if engine is not None:
         if engine not in ("duckdb", "spark"):
-            fail(f"--engine must be duckdb or spark, not {engine!r} (计算引擎只能是 duckdb 或 spark)")
+            fail(
+                f"--engine must be duckdb or spark, not {engine!r} (计算引擎只能是 duckdb 或 spark)"
+            )
             return
         import os
 

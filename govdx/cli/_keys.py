@@ -27,7 +27,9 @@ def _auditor(settings):
 
 @keys_app.command("rotate")
 def rotate(
-    kek: Annotated[bool, typer.Option("--kek", help="Rotate the master key: re-wrap every DEK.")] = False,
+    kek: Annotated[
+        bool, typer.Option("--kek", help="Rotate the master key: re-wrap every DEK.")
+    ] = False,
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="Re-encrypt this dataset under a new DEK.")
     ] = None,
@@ -77,19 +79,42 @@ def _rotate_dataset(settings, code: str, *, auditor, user: str) -> dict:
         digest, source_name, source_bytes = cur.source_digest, cur.source_name, cur.source_bytes
         quarantined, base = cur.quarantined_count, cur.delta_version
     result, key_id = rotate_dataset_key(
-        contract, settings=settings, version=base, run_id=run_id, digest=digest,
+        contract,
+        settings=settings,
+        version=base,
+        run_id=run_id,
+        digest=digest,
         audit=auditor.callback(user, f"dataset:{code}"),
     )
     with catalog_session(settings) as s:
         ds = catalog.get_dataset(session=s, code=code)
-        catalog.add_version(session=s, dataset=ds, delta_version=result.version,
-                            row_count=result.rows, quarantined_count=quarantined,
-                            source_digest=digest, source_name=source_name,
-                            source_bytes=source_bytes, run_id=run_id, engine="key-rotation")
-        emit_lineage(settings, contract, event_type="COMPLETE", run_id=run_id,
-                     source_name=source_name, digest=digest, session=s)
-    auditor.record(user, "dataset.reencrypt", f"dataset:{code}",
-                   {"from_version": base, "to_version": result.version, "key_id": key_id})
+        catalog.add_version(
+            session=s,
+            dataset=ds,
+            delta_version=result.version,
+            row_count=result.rows,
+            quarantined_count=quarantined,
+            source_digest=digest,
+            source_name=source_name,
+            source_bytes=source_bytes,
+            run_id=run_id,
+            engine="key-rotation",
+        )
+        emit_lineage(
+            settings,
+            contract,
+            event_type="COMPLETE",
+            run_id=run_id,
+            source_name=source_name,
+            digest=digest,
+            session=s,
+        )
+    auditor.record(
+        user,
+        "dataset.reencrypt",
+        f"dataset:{code}",
+        {"from_version": base, "to_version": result.version, "key_id": key_id},
+    )
     return {"dataset": code, "from_version": base, "version": result.version, "key_id": key_id}
 
 
@@ -105,8 +130,14 @@ def coverage(
         return
     t = Table("code", "version", "protected", "encrypted", "coverage", "plaintext (must be none)")
     for r in rows:
-        t.add_row(r["code"], str(r["version"]), str(len(r["protected"])), str(len(r["encrypted"])),
-                  f"{r['ratio']:.0%}", ", ".join(r["missing"]))
+        t.add_row(
+            r["code"],
+            str(r["version"]),
+            str(len(r["protected"])),
+            str(len(r["encrypted"])),
+            f"{r['ratio']:.0%}",
+            ", ".join(r["missing"]),
+        )
     console.print(t)
 
 
@@ -120,11 +151,16 @@ def coverage_rows(settings, code: str | None = None) -> list[dict]:
     out = []
     try:
         with catalog_session(settings) as s:
-            entries = [catalog.get_dataset(session=s, code=code)] if code else catalog.list_datasets(session=s)
+            entries = (
+                [catalog.get_dataset(session=s, code=code)]
+                if code
+                else catalog.list_datasets(session=s)
+            )
             for ds in entries:
                 v = catalog.current_version(session=s, code=ds.code)
-                cov = encryption_coverage(contract_of(ds), lakehouse=lake,
-                                          version=v.delta_version if v else None)
+                cov = encryption_coverage(
+                    contract_of(ds), lakehouse=lake, version=v.delta_version if v else None
+                )
                 out.append(cov.to_dict())
     except GovdxError as exc:
         fail(exc)
@@ -134,7 +170,9 @@ def coverage_rows(settings, code: str | None = None) -> list[dict]:
 def publish_command(
     code: Annotated[str, typer.Argument(help="Dataset code (信息资源代码).")],
     withdraw: Annotated[bool, typer.Option("--withdraw", help="Withdraw instead (撤回).")] = False,
-    user: Annotated[str, typer.Option(envvar="GOVDX_USER", help="Acting steward (audit).")] = "steward",
+    user: Annotated[
+        str, typer.Option(envvar="GOVDX_USER", help="Acting steward (audit).")
+    ] = "steward",
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Publish a catalog entry (发布目录) — refused unless every protected field is encrypted.
@@ -147,15 +185,21 @@ def publish_command(
     if not withdraw:
         [cov] = coverage_rows(settings, code)
         if cov["version"] is None or cov["missing"]:
-            fail(f"{code}: publication refused (发布被拒绝): encryption coverage "
-                 f"{cov['ratio']:.0%} < 100%; plaintext protected fields: {cov['missing'] or 'no version'}")
+            fail(
+                f"{code}: publication refused (发布被拒绝): encryption coverage "
+                f"{cov['ratio']:.0%} < 100%; plaintext protected fields: {cov['missing'] or 'no version'}"
+            )
     try:
         with catalog_session(settings) as s:
             ds = catalog.set_published(session=s, code=code, published=not withdraw)
-            out = {"code": code, "published": ds.published,
-                   "published_at": ds.published_at.isoformat() if ds.published_at else None}
-        _auditor(settings).record(user, "catalog.withdraw" if withdraw else "catalog.publish",
-                                  f"dataset:{code}", {})
+            out = {
+                "code": code,
+                "published": ds.published,
+                "published_at": ds.published_at.isoformat() if ds.published_at else None,
+            }
+        _auditor(settings).record(
+            user, "catalog.withdraw" if withdraw else "catalog.publish", f"dataset:{code}", {}
+        )
     except GovdxError as exc:
         fail(exc)
         return

@@ -11,8 +11,9 @@ import typer
 from govdx import GovdxError
 from govdx.cli._common import catalog_session, console, fail, get_settings
 
-quality_app = typer.Typer(help="Data quality reports (数据质量报告, GB/T 36344).",
-                          no_args_is_help=True)
+quality_app = typer.Typer(
+    help="Data quality reports (数据质量报告, GB/T 36344).", no_args_is_help=True
+)
 
 
 @quality_app.callback()
@@ -28,12 +29,19 @@ class ReportFormat(StrEnum):
 
 @quality_app.command("report")
 def report(
-    dataset: Annotated[str | None, typer.Option(
-        "--dataset", help="Dataset code (信息资源代码); default: every dataset.")] = None,
-    fmt: Annotated[ReportFormat, typer.Option("--format", help="table, json or html.")] =
-        ReportFormat.table,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write to this file (html default: quality_report.html).")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Dataset code (信息资源代码); default: every dataset."),
+    ] = None,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="table, json or html.")
+    ] = ReportFormat.table,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file (html default: quality_report.html)."
+        ),
+    ] = None,
 ) -> None:
     """Dimension scores, trend across versions and worst rules (examples masked).
 

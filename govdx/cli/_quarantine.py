@@ -11,7 +11,9 @@ from rich.table import Table
 from govdx import GovdxError
 from govdx.cli._common import catalog_session, console, fail, get_settings, print_json
 
-quarantine_app = typer.Typer(help="Quarantined rows (隔离区) and their reasons.", no_args_is_help=True)
+quarantine_app = typer.Typer(
+    help="Quarantined rows (隔离区) and their reasons.", no_args_is_help=True
+)
 
 
 @quarantine_app.command("show")
@@ -47,8 +49,15 @@ def show(
     for r in rows:
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
     if as_json:
-        print_json({"dataset": code, "run_id": run_id, "total": len(rows), "by_reason": by_reason,
-                    "rows": rows[:limit]})
+        print_json(
+            {
+                "dataset": code,
+                "run_id": run_id,
+                "total": len(rows),
+                "by_reason": by_reason,
+                "rows": rows[:limit],
+            }
+        )
         return
     console.print(f"[bold]{code}[/] quarantine (隔离区), run {run_id}: {len(rows)} reject(s)")
     summary = Table("reason (原因)", "count")

@@ -1,8 +1,8 @@
 """``govdx report NAME``: analyst reports (分析报告) as tables, JSON, CSV, XLSX or HTML.
 
-    govdx report sharing-rate --period 2026-01..2026-03
-    govdx report duplicate-collection --department RSJ --format xlsx
-    govdx report security-coverage --format html --out security.html
+govdx report sharing-rate --period 2026-01..2026-03
+govdx report duplicate-collection --department RSJ --format xlsx
+govdx report security-coverage --format html --out security.html
 """
 
 from __future__ import annotations
@@ -34,17 +34,35 @@ class ReportFormat(StrEnum):
 
 def report_command(
     name: Annotated[ReportName, typer.Argument(help="Which report (报告名称).")],
-    period: Annotated[str | None, typer.Option(
-        "--period", help="FROM..TO, each YYYY, YYYY-MM or YYYY-MM-DD, both inclusive "
-        "(统计期); one side may be empty. Default: all time.")] = None,
-    department: Annotated[str | None, typer.Option(
-        "--department", help="Provider department code (部门代码); default: all.")] = None,
-    fmt: Annotated[ReportFormat, typer.Option(
-        "--format", help="table (terminal), json (stdout unless --out), csv, xlsx or html "
-        "(written to a file).")] = ReportFormat.table,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Output file for json/csv/xlsx/html (default: "
-        "./<report>.<format> for csv, xlsx and html).")] = None,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            "--period",
+            help="FROM..TO, each YYYY, YYYY-MM or YYYY-MM-DD, both inclusive "
+            "(统计期); one side may be empty. Default: all time.",
+        ),
+    ] = None,
+    department: Annotated[
+        str | None,
+        typer.Option("--department", help="Provider department code (部门代码); default: all."),
+    ] = None,
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            help="table (terminal), json (stdout unless --out), csv, xlsx or html "
+            "(written to a file).",
+        ),
+    ] = ReportFormat.table,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file for json/csv/xlsx/html (default: "
+            "./<report>.<format> for csv, xlsx and html).",
+        ),
+    ] = None,
 ) -> None:
     """Sharing rate, duplicate collection, quality and security coverage, each figure with its
     definition (口径) beside it.
@@ -67,8 +85,14 @@ def report_command(
             factory = catalog.open_catalog(settings.catalog_db_url)
             verify = Auditor(factory, settings.keys_dir).verify
         with catalog_session(settings) as s:
-            rep = build_report(name.value, session=s, lakehouse=lake, period=p,
-                               department=department, verify_audit=verify)
+            rep = build_report(
+                name.value,
+                session=s,
+                lakehouse=lake,
+                period=p,
+                department=department,
+                verify_audit=verify,
+            )
     except GovdxError as exc:
         fail(exc)
         return

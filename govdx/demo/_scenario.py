@@ -54,9 +54,7 @@ def psi_step(settings: Settings, bank_applicants: Path, *, workdir: Path) -> dic
             convert_options=pacsv.ConvertOptions(column_types={"统一社会信用代码": "string"}),
         )
         items = table["统一社会信用代码"].to_pylist()
-        session, request = PsiClientSession.create(
-            items, reveal_intersection=False, element="uscc"
-        )
+        session, request = PsiClientSession.create(items, reveal_intersection=False, element="uscc")
         workdir.mkdir(parents=True, exist_ok=True)
         req_path = workdir / "psi_request.bin"
         req_path.write_bytes(request.to_bytes())

@@ -41,13 +41,33 @@ def pg_url():
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_pg:
         shutil.chown(root, user="postgres")
-    subprocess.run([*as_pg, str(PG_BIN / "initdb"), "-D", str(data), "-U", "govdx", "-A", "trust"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [*as_pg, str(PG_BIN / "initdb"), "-D", str(data), "-U", "govdx", "-A", "trust"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     port = _free_port()
     log = root / "pg.log"
-    subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                    "-o", f"-h 127.0.0.1 -p {port} -k {root}", "start"],
-                   check=True, capture_output=True, timeout=90)
+    subprocess.run(
+        [
+            *as_pg,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {root}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
     try:
         url = f"postgresql+psycopg://govdx@127.0.0.1:{port}/postgres"
         deadline = time.monotonic() + 30
@@ -61,8 +81,11 @@ def pg_url():
                 time.sleep(0.2)
         yield url
     finally:
-        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -18,8 +18,15 @@ from pipelines import CommitError, IngestError, Lakehouse, QualityGateError, Sou
 from privacy import decrypt_column, keyring_from_settings
 
 # defect kinds the validate step quarantines; a lower-case x is a 规范性 finding, not a rejection
-CAUGHT = {"blank_required", "duplicate_key", "malformed_date", "uscc_bad_check",
-          "resident_id_bad_check", "resident_id_legacy_15", "negative_capital"}
+CAUGHT = {
+    "blank_required",
+    "duplicate_key",
+    "malformed_date",
+    "uscc_bad_check",
+    "resident_id_bad_check",
+    "resident_id_legacy_15",
+    "negative_capital",
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,9 @@ def demo(tmp_path_factory):
 
 def _catalog_state(settings: Settings, code: str):
     with catalog.session_scope(settings.catalog_db_url) as s:
-        versions = [(v.delta_version, v.row_count) for v in catalog.list_versions(session=s, code=code)]
+        versions = [
+            (v.delta_version, v.row_count) for v in catalog.list_versions(session=s, code=code)
+        ]
         events = [e.event_type for e in catalog.lineage_events(session=s)]
         cur = catalog.current_version(session=s, code=code)
         return versions, events, cur.delta_version if cur else None
@@ -56,16 +65,28 @@ def test_ingest_registry_counts_encryption_and_lineage(demo, settings):
     # the ciphertext decrypts to the very IDs of the source file, in order
     keyring = keyring_from_settings(settings)
     key = keyring.get("SCJG-0001", field.metadata[b"govdx.key_id"].decode())
-    plain = decrypt_column(table["legal_rep_id"], key=key, dataset="SCJG-0001", column="legal_rep_id")
-    source = pacsv.read_csv(files.enterprise_registry,
-                            convert_options=pacsv.ConvertOptions(column_types={"统一社会信用代码": "string", "法定代表人身份证号": "string"}))
+    plain = decrypt_column(
+        table["legal_rep_id"], key=key, dataset="SCJG-0001", column="legal_rep_id"
+    )
+    source = pacsv.read_csv(
+        files.enterprise_registry,
+        convert_options=pacsv.ConvertOptions(
+            column_types={"统一社会信用代码": "string", "法定代表人身份证号": "string"}
+        ),
+    )
     by_uscc: dict[str, str] = {}  # first occurrence wins, as in the pipeline's duplicate check
-    for u, r in zip(source["统一社会信用代码"].to_pylist(), source["法定代表人身份证号"].to_pylist(), strict=True):
+    for u, r in zip(
+        source["统一社会信用代码"].to_pylist(),
+        source["法定代表人身份证号"].to_pylist(),
+        strict=True,
+    ):
         by_uscc.setdefault(u, r)
     for uscc, rid in zip(table["uscc"].to_pylist()[:50], plain.to_pylist()[:50], strict=True):
         assert by_uscc[uscc] == rid
     # no plaintext identifier is stored anywhere in the table's files
-    raw = b"".join(p.read_bytes() for p in Path(lake.table_uri("enterprise_registry")).glob("*.parquet"))
+    raw = b"".join(
+        p.read_bytes() for p in Path(lake.table_uri("enterprise_registry")).glob("*.parquet")
+    )
     assert plain[0].as_py().encode() not in raw
 
     quarantine = lake.read_quarantine("enterprise_registry")
@@ -83,7 +104,10 @@ def test_same_bytes_twice_is_a_noop_and_new_bytes_make_a_version(demo, settings,
     first = ingest(path, settings=settings)
     again = ingest(path, settings=settings)
     assert (again.created, again.version) == (False, first.version)
-    assert Lakehouse(settings.lakehouse_dir, settings.quarantine_dir).current_version("tax_payment") == 0
+    assert (
+        Lakehouse(settings.lakehouse_dir, settings.quarantine_dir).current_version("tax_payment")
+        == 0
+    )
     # next month's file: fewer rows → version 1, version 0 still readable
     c = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     lines = files.tax_payment.read_bytes().split(b"\r\n")
@@ -100,7 +124,9 @@ def test_same_bytes_twice_is_a_noop_and_new_bytes_make_a_version(demo, settings,
     assert [v for v, _ in versions] == [0, 1] and current == 1
 
 
-def test_failure_in_commit_leaves_previous_version_and_catalog(demo, settings, tmp_path, monkeypatch):
+def test_failure_in_commit_leaves_previous_version_and_catalog(
+    demo, settings, tmp_path, monkeypatch
+):
     files, contracts = demo
     first = ingest(contracts["social_insurance"], settings=settings)
     before_versions, before_events, _ = _catalog_state(settings, "RSJ-0001")
@@ -183,7 +209,9 @@ def test_missing_required_column_is_named(demo, settings, tmp_path):
         ingest(bad, settings=settings)
 
 
-def _contract_for(tmp_path: Path, base: Path, source: Path, name: str = "c.yaml", **changes) -> Path:
+def _contract_for(
+    tmp_path: Path, base: Path, source: Path, name: str = "c.yaml", **changes
+) -> Path:
     c = yaml.safe_load(Path(base).read_text(encoding="utf-8"))
     c["source"]["path"] = str(source)
     c.update(changes)
@@ -197,10 +225,16 @@ def test_resending_an_older_file_restores_it_as_a_new_version(demo, settings, tm
     lines = files.tax_payment.read_bytes().split(b"\r\n")
     small = tmp_path / "small.csv"
     small.write_bytes(b"\r\n".join(lines[:51]) + b"\r\n")
-    v0 = ingest(_contract_for(tmp_path, contracts["tax_payment"], files.tax_payment), settings=settings)
-    v1 = ingest(_contract_for(tmp_path, contracts["tax_payment"], small, "s.yaml"), settings=settings)
-    back = ingest(_contract_for(tmp_path, contracts["tax_payment"], files.tax_payment, "b.yaml"),
-                  settings=settings)
+    v0 = ingest(
+        _contract_for(tmp_path, contracts["tax_payment"], files.tax_payment), settings=settings
+    )
+    v1 = ingest(
+        _contract_for(tmp_path, contracts["tax_payment"], small, "s.yaml"), settings=settings
+    )
+    back = ingest(
+        _contract_for(tmp_path, contracts["tax_payment"], files.tax_payment, "b.yaml"),
+        settings=settings,
+    )
     assert (v0.version, v1.version, back.version) == (0, 1, 2) and back.created
     lake = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
     assert lake.read("tax_payment").num_rows == v0.rows_committed
@@ -253,29 +287,48 @@ def test_quarantine_never_stores_sensitive_plaintext(demo, settings, tmp_path):
     p = tmp_path / "q.yaml"
     p.write_text(yaml.safe_dump(c, allow_unicode=True), encoding="utf-8")
     ingest(p, settings=settings)
-    q = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir).read_quarantine("enterprise_registry")
-    text = json.dumps(q.drop_columns(["value_encrypted"]).to_pylist(), ensure_ascii=False, default=str)
+    q = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir).read_quarantine(
+        "enterprise_registry"
+    )
+    text = json.dumps(
+        q.drop_columns(["value_encrypted"]).to_pylist(), ensure_ascii=False, default=str
+    )
     assert rid not in text and "2021-02-30" not in text
     stored = b"".join(f.read_bytes() for f in settings.quarantine_dir.rglob("*") if f.is_file())
     assert rid.encode() not in stored and b"2021-02-30" not in stored
 
 
-FILE_02 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "02_nbs_monthly_money_supply_m0_m1_m2_gbk.csv"
+FILE_02 = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "data"
+    / "02_nbs_monthly_money_supply_m0_m1_m2_gbk.csv"
+)
 
 
-@pytest.mark.skipif(not FILE_02.exists(), reason="file 02 is not shipped (no licence); needs ../shared/data")
+@pytest.mark.skipif(
+    not FILE_02.exists(), reason="file 02 is not shipped (no licence); needs ../shared/data"
+)
 def test_ingest_unshipped_public_file_02_straight_from_shared_data(settings, tmp_path):
     """NBS monthly money supply (GBK, metadata above, comma-padded footnotes below): ingested
     from ../shared/data, never copied into the project."""
     money = {"type": "decimal", "precision": 18, "scale": 2, "unit": "亿元"}
     rate = {"type": "decimal", "precision": 6, "scale": 1, "unit": "%"}
     contract = {
-        "code": "TJJ-PUB-0002", "name": "tjj_money_supply_monthly", "title": "货币供应量（月度）",
+        "code": "TJJ-PUB-0002",
+        "name": "tjj_money_supply_monthly",
+        "title": "货币供应量（月度）",
         "department": {"code": "TJJ", "name": "国家统计局"},
-        "source": {"path": str(FILE_02), "format": "csv", "encoding": "gbk", "header_row": 3,
-                   "footer_rows": 2},
+        "source": {
+            "path": str(FILE_02),
+            "format": "csv",
+            "encoding": "gbk",
+            "header_row": 3,
+            "footer_rows": 2,
+        },
         "primary_key": ["period"],
-        "share": {"type": "unconditional"}, "open": {"type": "unconditional"},
+        "share": {"type": "unconditional"},
+        "open": {"type": "unconditional"},
         "update_cycle": "monthly",
         "fields": [
             {"name": "period", "title": "时间", "required": True},

@@ -32,8 +32,9 @@ def _plain_ids(settings, version: int) -> list[str]:
     t = lake.read("enterprise_registry", version)
     f = t.schema.field("legal_rep_id")
     key = keyring_from_settings(settings).get("SCJG-0001", f.metadata[b"govdx.key_id"].decode())
-    return decrypt_column(t["legal_rep_id"], key=key, dataset="SCJG-0001",
-                          column="legal_rep_id").to_pylist()
+    return decrypt_column(
+        t["legal_rep_id"], key=key, dataset="SCJG-0001", column="legal_rep_id"
+    ).to_pylist()
 
 
 def test_dataset_key_rotation_writes_a_new_version_under_a_new_key(registry):
@@ -50,7 +51,9 @@ def test_dataset_key_rotation_writes_a_new_version_under_a_new_key(registry):
     with catalog.session_scope(registry.catalog_db_url) as s:
         assert catalog.current_version(session=s, code="SCJG-0001").delta_version == 1
     for action in ("key.rotate", "dataset.reencrypt"):
-        shown = json.loads(runner.invoke(app, ["audit", "show", "--action", action, "--json"]).output)
+        shown = json.loads(
+            runner.invoke(app, ["audit", "show", "--action", action, "--json"]).output
+        )
         assert [e["subject"] for e in shown] == ["dataset:SCJG-0001"]
 
 
@@ -75,23 +78,44 @@ def test_kek_rotation_rewraps_without_touching_data_and_resumes(registry):
 def test_coverage_counts_plaintext_protected_fields_and_publication_is_refused(settings):
     contract = make_contract()
     lake = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
-    plain = pa.table({"uscc": ["1"], "legal_rep_id": ["11010519491231002X"],
-                      "reg_capital": pa.array([None], pa.decimal128(38, 2))})
+    plain = pa.table(
+        {
+            "uscc": ["1"],
+            "legal_rep_id": ["11010519491231002X"],
+            "reg_capital": pa.array([None], pa.decimal128(38, 2)),
+        }
+    )
     lake.commit(contract.name, plain, digest="a" * 64, run_id="r")
     cov = encryption_coverage(contract, lakehouse=lake, version=0)
     assert (cov.protected, cov.encrypted, cov.missing, cov.ratio) == (
-        ["legal_rep_id"], [], ["legal_rep_id"], 0.0)
+        ["legal_rep_id"],
+        [],
+        ["legal_rep_id"],
+        0.0,
+    )
     import yaml
 
     with catalog.session_scope(settings.catalog_db_url) as s:
-        ds = catalog.upsert_dataset(session=s, contract=contract,
-                                    contract_yaml=yaml.safe_dump(contract.model_dump(mode="json"),
-                                                                 allow_unicode=True))
-        catalog.add_version(session=s, dataset=ds, delta_version=0, row_count=1,
-                            quarantined_count=0, source_digest="a" * 64, source_name="x.csv",
-                            source_bytes=1, run_id=catalog.new_run_id())
+        ds = catalog.upsert_dataset(
+            session=s,
+            contract=contract,
+            contract_yaml=yaml.safe_dump(contract.model_dump(mode="json"), allow_unicode=True),
+        )
+        catalog.add_version(
+            session=s,
+            dataset=ds,
+            delta_version=0,
+            row_count=1,
+            quarantined_count=0,
+            source_digest="a" * 64,
+            source_name="x.csv",
+            source_bytes=1,
+            run_id=catalog.new_run_id(),
+        )
     res = runner.invoke(app, ["catalog", "publish", contract.code])
-    assert res.exit_code == 1 and "publication refused" in res.output and "legal_rep_id" in res.output
+    assert (
+        res.exit_code == 1 and "publication refused" in res.output and "legal_rep_id" in res.output
+    )
     with catalog.session_scope(settings.catalog_db_url) as s:
         assert catalog.get_dataset(session=s, code=contract.code).published is False
 

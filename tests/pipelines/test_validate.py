@@ -5,8 +5,12 @@ from pipelines import QualityGateError, duplicate_key_rejects, quality_gate, val
 from tests.conftest import make_contract
 
 # valid GB 32100 codes standing for the letters the tests use (element uscc is checked now)
-USCC = {"A": "91110108MA01AAAA55", "B": "91110108MA01BBBB84", "C": "91110108MA01CCCC01",
-        "D": "91110108MA01DDDD30"}
+USCC = {
+    "A": "91110108MA01AAAA55",
+    "B": "91110108MA01BBBB84",
+    "C": "91110108MA01CCCC01",
+    "D": "91110108MA01DDDD30",
+}
 LETTER = {v: k for k, v in USCC.items()}
 
 
@@ -32,8 +36,14 @@ def test_duplicate_primary_key_keeps_first_and_rejects_later_rows():
 
 def test_validate_accounts_for_every_row_and_merges_prior_rejects():
     t = _typed(["A", "B", "A", "C"])
-    prior = pa.table({"_row": pa.array([9, 9], pa.int64()), "field": ["reg_capital", "uscc"],
-                      "value": ["x", ""], "reason": ["bad", "blank"]})
+    prior = pa.table(
+        {
+            "_row": pa.array([9, 9], pa.int64()),
+            "field": ["reg_capital", "uscc"],
+            "value": ["x", ""],
+            "reason": ["bad", "blank"],
+        }
+    )
     result = validate(t, make_contract(), rows_in=5, prior_rejects=prior)
     assert [LETTER[v] for v in result.passed["uscc"].to_pylist()] == ["A", "B", "C"]
     assert result.rows_quarantined == 2  # row 4 (duplicate) and row 9 (two reasons, one row)

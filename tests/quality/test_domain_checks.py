@@ -48,10 +48,12 @@ def demo(tmp_path_factory):
         c = load_contract(p)
         raw = read_source(c.source_path(), c.source)
         cast = cast_table(map_columns(raw.table, c, file=p.name), c)
-        prior = pa.concat_tables([r.select(["_row", "field", "value", "reason"])
-                                  for r in (raw.rejects, cast.rejects)])
-        results[c.name] = validate(cast.table, c, rows_in=raw.rows_in, prior_rejects=prior,
-                                   as_of=AS_OF)
+        prior = pa.concat_tables(
+            [r.select(["_row", "field", "value", "reason"]) for r in (raw.rejects, cast.rejects)]
+        )
+        results[c.name] = validate(
+            cast.table, c, rows_in=raw.rows_in, prior_rejects=prior, as_of=AS_OF
+        )
     return files, results
 
 
@@ -59,8 +61,14 @@ def test_exact_quarantine_counts_on_the_seeded_demo(demo):
     files, results = demo
     reg = results["enterprise_registry"]
     d = files.defects["enterprise_registry"]
-    assert d == {"uscc_bad_check": 4, "resident_id_bad_check": 4, "blank_required": 2,
-                 "duplicate_key": 1, "malformed_date": 1, "negative_capital": 1}
+    assert d == {
+        "uscc_bad_check": 4,
+        "resident_id_bad_check": 4,
+        "blank_required": 2,
+        "duplicate_key": 1,
+        "malformed_date": 1,
+        "negative_capital": 1,
+    }
     assert reg.rows_quarantined == sum(d.values()) == 13
     assert reg.passed.num_rows == 2000 - 13
     by_rule = reg.scores.failed_by_rule()
@@ -78,8 +86,16 @@ def test_exact_quarantine_counts_on_the_seeded_demo(demo):
 
     si = results["social_insurance"]
     ds = files.defects["social_insurance"]
-    assert si.rows_quarantined == (ds["resident_id_legacy_15"] + ds["resident_id_bad_check"]
-                                   + ds["blank_required"] + ds["duplicate_key"]) == 4
+    assert (
+        si.rows_quarantined
+        == (
+            ds["resident_id_legacy_15"]
+            + ds["resident_id_bad_check"]
+            + ds["blank_required"]
+            + ds["duplicate_key"]
+        )
+        == 4
+    )
     assert si.scores.rule("resident_id.resident_id.legacy_15").failed == 1
     assert si.scores.rule("resident_id.resident_id.lower_x").failed == 1
     assert si.findings["rule"].to_pylist() == ["resident_id.resident_id.lower_x"]
@@ -91,18 +107,37 @@ def test_exact_quarantine_counts_on_the_seeded_demo(demo):
 def _ids(values, contract=None, **kw):
     contract = contract or make_contract(primary_key=[])
     n = len(values)
-    t = pa.table({"uscc": pa.array([USCC_OK] * n), "legal_rep_id": pa.array(values, pa.string()),
-                  "reg_capital": pa.array([None] * n, pa.decimal128(38, 2)),
-                  "_row": pa.array(range(n), pa.int64())})
+    t = pa.table(
+        {
+            "uscc": pa.array([USCC_OK] * n),
+            "legal_rep_id": pa.array(values, pa.string()),
+            "reg_capital": pa.array([None] * n, pa.decimal128(38, 2)),
+            "_row": pa.array(range(n), pa.int64()),
+        }
+    )
     return check_table(t, contract, as_of=AS_OF, **kw)
 
 
 def test_resident_id_checks_findings_and_rejections():
-    out = _ids([RID, RID_XUANWU, "11010519491231002x", "110105491231002", "11010519491231002Y",
-                "110105194912310021", RID_UNKNOWN_REGION, RID_FUTURE, None, "bogus"])
+    out = _ids(
+        [
+            RID,
+            RID_XUANWU,
+            "11010519491231002x",
+            "110105491231002",
+            "11010519491231002Y",
+            "110105194912310021",
+            RID_UNKNOWN_REGION,
+            RID_FUTURE,
+            None,
+            "bogus",
+        ]
+    )
     by = {r.rule: r.failed for r in out.scores.rules}
-    rows = {r: sorted(out.rejects.filter(pa.compute.equal(out.rejects["rule"], r))["_row"]
-                      .to_pylist()) for r in set(out.rejects["rule"].to_pylist())}
+    rows = {
+        r: sorted(out.rejects.filter(pa.compute.equal(out.rejects["rule"], r))["_row"].to_pylist())
+        for r in set(out.rejects["rule"].to_pylist())
+    }
     assert rows["legal_rep_id.resident_id.legacy_15"] == [3]
     assert rows["legal_rep_id.resident_id.format"] == [4, 9]
     assert rows["legal_rep_id.resident_id.check_char"] == [5]
@@ -111,46 +146,65 @@ def test_resident_id_checks_findings_and_rejections():
     assert by["legal_rep_id.resident_id.region_known"] == 1
     assert out.scores.rows_passed == 10 - 4 - 1  # 2099 birth date is in the future → rejected
     assert "legal_rep_id.resident_id.birth_date" in rows and rows[
-        "legal_rep_id.resident_id.birth_date"] == [7]
+        "legal_rep_id.resident_id.birth_date"
+    ] == [7]
     assert out.table["legal_rep_id"][2].as_py() == RID  # normalised to X
 
 
 def test_unknown_region_rejected_when_strict():
-    strict = make_contract(primary_key=[], quality={"min_pass_rate": 0.5,
-                                                    "fields": {"legal_rep_id": {"strict": True}}})
+    strict = make_contract(
+        primary_key=[], quality={"min_pass_rate": 0.5, "fields": {"legal_rep_id": {"strict": True}}}
+    )
     out = _ids([RID, RID_UNKNOWN_REGION], strict)
     assert out.rejects["rule"].to_pylist() == ["legal_rep_id.resident_id.region_known"]
     assert out.rejects["dimension"].to_pylist() == ["准确性"]
 
 
 def _contract_with(contract_fields, **quality):
-    return make_contract(primary_key=[], fields=contract_fields,
-                         quality={"min_pass_rate": 0.0, **quality})
+    return make_contract(
+        primary_key=[], fields=contract_fields, quality={"min_pass_rate": 0.0, **quality}
+    )
 
 
 def test_phone_date_amount_and_consistency_rules():
     c = _contract_with(
-        [{"name": "phone", "element": "phone"},
-         {"name": "born", "type": "date", "element": "date"},
-         {"name": "id", "element": "resident_id"},
-         {"name": "paid", "type": "decimal", "scale": 2, "element": "amount"},
-         {"name": "refund", "type": "decimal", "scale": 2, "element": "amount"}],
+        [
+            {"name": "phone", "element": "phone"},
+            {"name": "born", "type": "date", "element": "date"},
+            {"name": "id", "element": "resident_id"},
+            {"name": "paid", "type": "decimal", "scale": 2, "element": "amount"},
+            {"name": "refund", "type": "decimal", "scale": 2, "element": "amount"},
+        ],
         fields={"born": {"min_date": "1900-01-01"}, "refund": {"allow_negative": True}},
-        consistency=[{"check": "birth_date_matches_id", "id_column": "id", "date_column": "born"},
-                     {"check": "not_after", "column": "born", "other": "ingestion_date"}],
+        consistency=[
+            {"check": "birth_date_matches_id", "id_column": "id", "date_column": "born"},
+            {"check": "not_after", "column": "born", "other": "ingestion_date"},
+        ],
     )
-    t = pa.table({
-        "phone": ["13812345678", "010-62345678", "+8613912345678", "12345678901", "0755-8123456"],
-        "born": pa.array([date(1949, 12, 31), date(1980, 1, 1), date(1899, 1, 1),
-                          date(2027, 1, 1), None], pa.date32()),
-        "id": [RID, RID, None, None, None],
-        "paid": pa.array([1, -1, 0, None, 2], pa.decimal128(38, 2)),
-        "refund": pa.array([-5, -5, 0, 0, 0], pa.decimal128(38, 2)),
-        "_row": pa.array(range(5), pa.int64()),
-    })
+    t = pa.table(
+        {
+            "phone": [
+                "13812345678",
+                "010-62345678",
+                "+8613912345678",
+                "12345678901",
+                "0755-8123456",
+            ],
+            "born": pa.array(
+                [date(1949, 12, 31), date(1980, 1, 1), date(1899, 1, 1), date(2027, 1, 1), None],
+                pa.date32(),
+            ),
+            "id": [RID, RID, None, None, None],
+            "paid": pa.array([1, -1, 0, None, 2], pa.decimal128(38, 2)),
+            "refund": pa.array([-5, -5, 0, 0, 0], pa.decimal128(38, 2)),
+            "_row": pa.array(range(5), pa.int64()),
+        }
+    )
     out = check_table(t, c, as_of=AS_OF)
     got = {}
-    for r, row in zip(out.rejects["rule"].to_pylist(), out.rejects["_row"].to_pylist(), strict=True):
+    for r, row in zip(
+        out.rejects["rule"].to_pylist(), out.rejects["_row"].to_pylist(), strict=True
+    ):
         got.setdefault(r, []).append(row)
     assert got == {
         "phone.phone.format": [3],
@@ -169,17 +223,24 @@ def test_a_check_that_raises_fails_that_row_and_the_run_goes_on(monkeypatch):
     real = rules_mod.uscc_checks
 
     def fragile(values, **kw):
-        if any(v == "91350100M000100Y4!" for v in pa.chunked_array([values]).to_pylist()
-               if isinstance(values, pa.Array | pa.ChunkedArray)):
+        if any(
+            v == "91350100M000100Y4!"
+            for v in pa.chunked_array([values]).to_pylist()
+            if isinstance(values, pa.Array | pa.ChunkedArray)
+        ):
             raise ValueError("weird value")
         return real(values, **kw)
 
     monkeypatch.setattr(rules_mod, "uscc_checks", fragile)
     c = make_contract(primary_key=[])
-    t = pa.table({"uscc": [USCC_OK, "91350100M000100Y4!", USCC_OK],
-                  "legal_rep_id": [RID, RID, RID],
-                  "reg_capital": pa.array([None] * 3, pa.decimal128(38, 2)),
-                  "_row": pa.array([10, 11, 12], pa.int64())})
+    t = pa.table(
+        {
+            "uscc": [USCC_OK, "91350100M000100Y4!", USCC_OK],
+            "legal_rep_id": [RID, RID, RID],
+            "reg_capital": pa.array([None] * 3, pa.decimal128(38, 2)),
+            "_row": pa.array([10, 11, 12], pa.int64()),
+        }
+    )
     out = check_table(t, c, as_of=AS_OF)
     assert out.rejects["_row"].to_pylist() == [11]
     assert out.rejects["rule"].to_pylist() == ["uscc.uscc.check_error"]

@@ -17,29 +17,93 @@ def _with_expectations(*exps, **quality):
 @pytest.mark.parametrize(
     ("quality", "key", "match"),
     [
-        pytest.param({"expectations": [{"expectation": "expect_nonsense", "column": "uscc"}]},
-                     "quality.expectations.0.expectation", "unknown Great Expectations", id="name"),
-        pytest.param({"expectations": [{"expectation": "expect_column_values_to_be_between",
-                                        "column": "reg_capital", "min_valu": 0}]},
-                     "quality.expectations.0.min_valu", "extra fields not permitted", id="arg"),
-        pytest.param({"expectations": [{"expectation": "expect_column_values_to_be_between",
-                                        "column": "reg_capital", "min_value": "abc"}]},
-                     "quality.expectations.0.min_value", "not a valid", id="arg-type"),
-        pytest.param({"expectations": [{"expectation": "expect_column_values_to_be_between",
-                                        "column": "nope", "min_value": 0}]},
-                     "quality.expectations.0.column", "not a field", id="column"),
-        pytest.param({"expectations": [{"expectation": "expect_table_row_count_to_be_between",
-                                        "min_value": 1}]},
-                     "quality.expectations.0.expectation", "row-level", id="not-map"),
-        pytest.param({"expectations": [{"expectation": "expect_column_values_to_not_be_null",
-                                        "column": "uscc", "dimension": "美观性"}]},
-                     "quality.expectations.0.dimension", "unknown dimension", id="dimension"),
-        pytest.param({"fields": {"nope": {"strict": True}}}, "quality.fields.nope", "not a field",
-                     id="field"),
-        pytest.param({"fields": {"uscc": {"stritc": True}}}, "quality.fields.uscc.stritc",
-                     "unknown key", id="field-option"),
-        pytest.param({"consistency": [{"check": "not_after", "column": "uscc"}]},
-                     "quality.consistency.0.other", "needs other", id="consistency"),
+        pytest.param(
+            {"expectations": [{"expectation": "expect_nonsense", "column": "uscc"}]},
+            "quality.expectations.0.expectation",
+            "unknown Great Expectations",
+            id="name",
+        ),
+        pytest.param(
+            {
+                "expectations": [
+                    {
+                        "expectation": "expect_column_values_to_be_between",
+                        "column": "reg_capital",
+                        "min_valu": 0,
+                    }
+                ]
+            },
+            "quality.expectations.0.min_valu",
+            "extra fields not permitted",
+            id="arg",
+        ),
+        pytest.param(
+            {
+                "expectations": [
+                    {
+                        "expectation": "expect_column_values_to_be_between",
+                        "column": "reg_capital",
+                        "min_value": "abc",
+                    }
+                ]
+            },
+            "quality.expectations.0.min_value",
+            "not a valid",
+            id="arg-type",
+        ),
+        pytest.param(
+            {
+                "expectations": [
+                    {
+                        "expectation": "expect_column_values_to_be_between",
+                        "column": "nope",
+                        "min_value": 0,
+                    }
+                ]
+            },
+            "quality.expectations.0.column",
+            "not a field",
+            id="column",
+        ),
+        pytest.param(
+            {
+                "expectations": [
+                    {"expectation": "expect_table_row_count_to_be_between", "min_value": 1}
+                ]
+            },
+            "quality.expectations.0.expectation",
+            "row-level",
+            id="not-map",
+        ),
+        pytest.param(
+            {
+                "expectations": [
+                    {
+                        "expectation": "expect_column_values_to_not_be_null",
+                        "column": "uscc",
+                        "dimension": "美观性",
+                    }
+                ]
+            },
+            "quality.expectations.0.dimension",
+            "unknown dimension",
+            id="dimension",
+        ),
+        pytest.param(
+            {"fields": {"nope": {"strict": True}}}, "quality.fields.nope", "not a field", id="field"
+        ),
+        pytest.param(
+            {"fields": {"uscc": {"stritc": True}}},
+            "quality.fields.uscc.stritc",
+            "unknown key",
+            id="field-option",
+        ),
+        pytest.param(
+            {"consistency": [{"check": "not_after", "column": "uscc"}]},
+            "quality.consistency.0.other",
+            "needs other",
+            id="consistency",
+        ),
     ],
 )
 def test_bad_quality_section_fails_at_load_naming_the_key(quality, key, match):
@@ -67,11 +131,18 @@ def test_demo_contract_suite_lists_builtin_and_steward_expectations():
     assert suite.name == "SCJG-0001"
     assert types[-1] == "expect_column_values_to_be_between"
     assert set(types[:-1]) == {"expect_column_values_to_pass_govdx_check"}
-    for rule in ("uscc.required", "uscc.uscc.check_char", "uscc.uscc.org_code",
-                 "legal_rep_id.resident_id.check_char", "legal_rep_id.resident_id.lower_x",
-                 "region_code.region_code.region_known", "registered_capital.amount.non_negative",
-                 "established_on.date.not_future", "uscc.primary_key.unique",
-                 "registered_capital.gx.0.expect_column_values_to_be_between"):
+    for rule in (
+        "uscc.required",
+        "uscc.uscc.check_char",
+        "uscc.uscc.org_code",
+        "legal_rep_id.resident_id.check_char",
+        "legal_rep_id.resident_id.lower_x",
+        "region_code.region_code.region_known",
+        "registered_capital.amount.non_negative",
+        "established_on.date.not_future",
+        "uscc.primary_key.unique",
+        "registered_capital.gx.0.expect_column_values_to_be_between",
+    ):
         assert rule in rules
     severities = {e.meta["govdx_rule"]: e.meta["severity"] for e in suite.expectations}
     assert severities["legal_rep_id.resident_id.lower_x"] == "finding"

@@ -53,14 +53,26 @@ class Scenario:
     jobs: dict[str, str] = field(default_factory=dict)
 
 
-def _extra_contract(code: str, name: str, dept: dict, share: dict, open_: dict) -> tuple[Contract, str]:
+def _extra_contract(
+    code: str, name: str, dept: dict, share: dict, open_: dict
+) -> tuple[Contract, str]:
     data = {
-        "code": code, "name": name, "title": f"测试条目 {code}", "department": dept,
-        "source": {"path": "x.csv", "format": "csv"}, "share": share, "open": open_,
+        "code": code,
+        "name": name,
+        "title": f"测试条目 {code}",
+        "department": dept,
+        "source": {"path": "x.csv", "format": "csv"},
+        "share": share,
+        "open": open_,
         "fields": [
             {"name": "uscc", "title": "统一社会信用代码", "element": "uscc"},
-            {"name": "legal_rep_id", "title": "法定代表人身份证号", "element": "resident_id",
-             "grade": "important", "pi": "sensitive"},
+            {
+                "name": "legal_rep_id",
+                "title": "法定代表人身份证号",
+                "element": "resident_id",
+                "grade": "important",
+                "pi": "sensitive",
+            },
             {"name": "reg_capital", "title": "注册资本", "type": "decimal", "scale": 2},
         ],
     }
@@ -78,16 +90,29 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     for c, column in zip(contracts, ("uscc", "taxpayer_id", "employer_uscc"), strict=True):
         # the jobs below are PSI jobs: pin each contract's sandbox block, whatever the demo ships
         data = yaml.safe_load(c.read_text(encoding="utf-8"))
-        data["sandbox"] = {"allowed_computations": ["psi"], "psi_columns": [column],
-                           "quota_jobs_per_day": 10}
+        data["sandbox"] = {
+            "allowed_computations": ["psi"],
+            "psi_columns": [column],
+            "quota_jobs_per_day": 10,
+        }
         c.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
         pipelines.ingest(c, settings=settings)
     with catalog.session_scope(settings.catalog_db_url) as s:
         for args in (
-            ("TJJ-T001", "tjj_test", {"code": "TJJ", "name": "统计局"},
-             {"type": "unconditional"}, {"type": "unconditional"}),
-            ("SCJG-T002", "scjg_closed", {"code": "SCJG", "name": "市场监督管理局"},
-             {"type": "none"}, {"type": "none"}),
+            (
+                "TJJ-T001",
+                "tjj_test",
+                {"code": "TJJ", "name": "统计局"},
+                {"type": "unconditional"},
+                {"type": "unconditional"},
+            ),
+            (
+                "SCJG-T002",
+                "scjg_closed",
+                {"code": "SCJG", "name": "市场监督管理局"},
+                {"type": "none"},
+                {"type": "none"},
+            ),
         ):
             contract, text = _extra_contract(*args)
             catalog.upsert_dataset(session=s, contract=contract, contract_yaml=text)
@@ -98,9 +123,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     clock = Clock(t0)
     box = Sandbox(settings, clock=clock)
     for name, role, dept in [
-        ("bank_credit", "requester", "BANK"), ("swj_analyst", "analyst", "SWJ"),
-        ("swj_steward", "steward", "SWJ"), ("rsj_steward", "steward", "RSJ"),
-        ("scjg_steward", "steward", "SCJG"), ("reviewer_1", "reviewer", None),
+        ("bank_credit", "requester", "BANK"),
+        ("swj_analyst", "analyst", "SWJ"),
+        ("swj_steward", "steward", "SWJ"),
+        ("rsj_steward", "steward", "RSJ"),
+        ("scjg_steward", "steward", "SCJG"),
+        ("reviewer_1", "reviewer", None),
     ]:
         box.add_user(name, role, dept, actor="test")
     applicants = pacsv.read_csv(
@@ -112,12 +140,16 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     req.write_bytes(request.to_bytes())
 
     def spec(dataset: str, column: str):
-        return parse_job_spec({
-            "purpose": "信贷审批前核验申请企业（仅交集数量）", "legal_basis": "企业授权书",
-            "dataset": dataset, "version": "current",
-            "computation": {"name": "psi", "params": {"column": column, "max_items": 20}},
-            "inputs": {"request": str(req)},
-        })
+        return parse_job_spec(
+            {
+                "purpose": "信贷审批前核验申请企业（仅交集数量）",
+                "legal_basis": "企业授权书",
+                "dataset": dataset,
+                "version": "current",
+                "computation": {"name": "psi", "params": {"column": column, "max_items": 20}},
+                "inputs": {"request": str(req)},
+            }
+        )
 
     def at(**kw: int) -> None:
         clock.t = t0 + timedelta(**kw)

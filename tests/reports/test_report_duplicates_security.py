@@ -57,9 +57,11 @@ def test_tokens_are_keyed_per_element_domain(plain):
 
 
 def _norm(col):
-    return pc.unique(pc.utf8_upper(pc.utf8_trim_whitespace(pc.drop_null(col))).combine_chunks()
-                     if isinstance(col, pa.ChunkedArray)
-                     else pc.utf8_upper(pc.utf8_trim_whitespace(pc.drop_null(col))))
+    return pc.unique(
+        pc.utf8_upper(pc.utf8_trim_whitespace(pc.drop_null(col))).combine_chunks()
+        if isinstance(col, pa.ChunkedArray)
+        else pc.utf8_upper(pc.utf8_trim_whitespace(pc.drop_null(col)))
+    )
 
 
 def test_duplicate_rate_by_hand_on_plaintext(scenario, session, lake, plain):
@@ -89,11 +91,16 @@ def test_duplicated_elements_and_suggestions(scenario, session, lake):
     elements = {r["element"]: r["departments"] for r in rep.table("elements").rows}
     # uscc: SCJG, SWJ, RSJ (and the test entries of SCJG/TJJ); resident_id: SCJG, RSJ, TJJ;
     # person_name: SCJG, RSJ; org_name: SCJG, SWJ
-    assert elements == {"org_name": "SCJG, SWJ", "person_name": "RSJ, SCJG",
-                        "resident_id": "RSJ, SCJG, TJJ", "uscc": "RSJ, SCJG, SWJ, TJJ"}
+    assert elements == {
+        "org_name": "SCJG, SWJ",
+        "person_name": "RSJ, SCJG",
+        "resident_id": "RSJ, SCJG, TJJ",
+        "uscc": "RSJ, SCJG, SWJ, TJJ",
+    }
     assert rep.figure("duplicated_elements").value == 4
-    sugg = {(s["department"], s["entry"], s["reuse_entry"]): s for s in
-            rep.table("suggestions").rows}
+    sugg = {
+        (s["department"], s["entry"], s["reuse_entry"]): s for s in rep.table("suggestions").rows
+    }
     swj = sugg[("SWJ", "SWJ-0001", "SCJG-0001")]
     assert swj["fields"] == "taxpayer_id, taxpayer_name"
     assert "reuse SCJG's dataset SCJG-0001" in swj["text"]
@@ -142,6 +149,7 @@ def test_quality_rollup_by_hand(scenario, session):
         assert got["versions"] == len(rows)
         assert got["mean_overall"] == pytest.approx(sum(r.overall_score for r in rows) / len(rows))
     assert rep.figure("versions_scored").value == len(hist)
-    assert rep.figure("row_pass_rate").value == Ratio(sum(r.rows_passed for r in hist),
-                                                      sum(r.rows_in for r in hist))
+    assert rep.figure("row_pass_rate").value == Ratio(
+        sum(r.rows_passed for r in hist), sum(r.rows_in for r in hist)
+    )
     assert rep.row("departments", "GAJ")["row_pass_rate"] == Ratio(0, 0)

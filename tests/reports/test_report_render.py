@@ -26,28 +26,42 @@ from reports import (
     write_report,
 )
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
-                                        else None)
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
 
 
 def test_json_keeps_exact_fractions(scenario, session):
     d = json.loads(render_json(sharing_rate(session=session)))
     fig = {f["key"]: f for f in d["figures"]}
     assert fig["request_satisfaction"]["value"] == {
-        "numerator": 3, "denominator": 7, "fraction": "3/7", "value": 3 / 7, "display": "42.9%"}
+        "numerator": 3,
+        "denominator": 7,
+        "fraction": "3/7",
+        "value": 3 / 7,
+        "display": "42.9%",
+    }
     assert fig["median_decision_seconds"]["value"] == {"fraction": "1350/1", "value": 1350.0}
     assert fig["actual_share_rate"]["definition"].startswith("实际共享率")
     gaj = next(r for r in d["tables"][0]["rows"] if r["department"] == "GAJ")
-    assert gaj["catalog_share_rate"] == {"numerator": 0, "denominator": 0, "fraction": None,
-                                         "value": None, "display": "—"}
+    assert gaj["catalog_share_rate"] == {
+        "numerator": 0,
+        "denominator": 0,
+        "fraction": None,
+        "value": None,
+        "display": "—",
+    }
 
 
 def test_csv_columns_and_zero_of_zero(scenario, session):
     text = render_csv(sharing_rate(session=session))
     rows = list(csv.DictReader(io.StringIO(text)))
     swj = next(r for r in rows if r["department"] == "SWJ")
-    assert (swj["request_satisfaction"], swj["request_satisfaction_numerator"],
-            swj["request_satisfaction_denominator"]) == ("66.7%", "2", "3")
+    assert (
+        swj["request_satisfaction"],
+        swj["request_satisfaction_numerator"],
+        swj["request_satisfaction_denominator"],
+    ) == ("66.7%", "2", "3")
     gaj = next(r for r in rows if r["department"] == "GAJ")
     assert (gaj["catalog_share_rate"], gaj["catalog_share_rate_value"]) == ("—", "")
     with pytest.raises(ReportDefinitionError, match="no table 'nope'"):
@@ -60,15 +74,14 @@ def test_xlsx_sheets_and_numbers(scenario, session, tmp_path):
     path = tmp_path / "s.xlsx"
     assert write_report(sharing_rate(session=session), "xlsx", path) > 1000
     wb = load_workbook(path)
-    assert wb.sheetnames == ["Summary", "departments", "rejection_reasons", "trend",
-                             "Definitions"]
+    assert wb.sheetnames == ["Summary", "departments", "rejection_reasons", "trend", "Definitions"]
     ws = wb["departments"]
     header = [c.value for c in ws[1]]
     i = header.index("Request satisfaction (需求满足率)")
     swj = next(r for r in ws.iter_rows(min_row=2, values_only=True) if r[0] == "SWJ")
-    assert swj[i] == pytest.approx(2 / 3) and swj[i + 1: i + 3] == (2, 3)
+    assert swj[i] == pytest.approx(2 / 3) and swj[i + 1 : i + 3] == (2, 3)
     gaj = next(r for r in ws.iter_rows(min_row=2, values_only=True) if r[0] == "GAJ")
-    assert gaj[i: i + 3] == ("—", 0, 0)
+    assert gaj[i : i + 3] == ("—", 0, 0)
     assert ws.cell(2, i + 1).number_format == "0.0%"
 
 
@@ -87,18 +100,24 @@ def test_cli_report_writes_files(scenario, tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["sharing-rate", "--format", "json", "--department", "RSJ"])
     assert json.loads(res.output)["figures"][2]["value"]["fraction"] == "0/1"
     res = CliRunner().invoke(app, ["quality", "--period", "2026-13"])
-    assert res.exit_code == 1 and "'2026-13'" in res.output and "month must be in 1..12" in res.output
+    assert (
+        res.exit_code == 1 and "'2026-13'" in res.output and "month must be in 1..12" in res.output
+    )
     res = CliRunner().invoke(app, ["duplicate-collection", "--format", "html", "--out", "d.html"])
     assert res.exit_code == 0 and (tmp_path / "d.html").read_text(encoding="utf-8").startswith(
-        "<!DOCTYPE html>")
+        "<!DOCTYPE html>"
+    )
     res = CliRunner().invoke(app, ["security-coverage"])
     assert res.exit_code == 0 and "Two-person approval" in res.output
 
 
 def test_html_is_self_contained(scenario, session):
     page = render_html(sharing_rate(session=session))
-    assert "<script" not in page and "http://" not in page.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    assert (
+        "<script" not in page
+        and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        and "https://" not in page
+    )
     assert page.count("<svg") == 3 and 'class="bar"' in page
     assert "— (0 of 0)" in page  # GAJ
     for definition in ("目录共享率 =", "实际共享率 =", "需求满足率 =", "开放率 ="):
@@ -165,8 +184,11 @@ new Promise((resolve) => {
 """
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                    "(apt-get install -y chromium); the HTML report cannot be opened headless")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed "
+    "(apt-get install -y chromium); the HTML report cannot be opened headless",
+)
 def test_html_opens_in_headless_chromium(scenario, session, lake, tmp_path):
     import catalog
     from sandbox import Auditor
@@ -175,18 +197,36 @@ def test_html_opens_in_headless_chromium(scenario, session, lake, tmp_path):
     write_report(sharing_rate(session=session), "html", sharing)
     factory = catalog.open_catalog(scenario.settings.catalog_db_url)
     sec = tmp_path / "security-coverage.html"
-    write_report(security_coverage(session=session, lakehouse=lake,
-                                   verify_audit=Auditor(factory, scenario.settings.keys_dir).verify),
-                 "html", sec)
+    write_report(
+        security_coverage(
+            session=session,
+            lakehouse=lake,
+            verify_audit=Auditor(factory, scenario.settings.keys_dir).verify,
+        ),
+        "html",
+        sec,
+    )
     factory.kw["bind"].dispose()
     profile = tmp_path / "profile"
     proc = subprocess.Popen(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
-         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-         "--window-size=1200,900", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "--window-size=1200,900",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         port_file = profile / "DevToolsActivePort"
@@ -203,23 +243,40 @@ def test_html_opens_in_headless_chromium(scenario, session, lake, tmp_path):
                 cdp.events.clear()
                 for domain in ("Page", "Runtime", "Log"):
                     cdp.call(f"{domain}.enable")
-                cdp.call("Emulation.setDeviceMetricsOverride", width=1200, height=900,
-                         deviceScaleFactor=1, mobile=False)
+                cdp.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    width=1200,
+                    height=900,
+                    deviceScaleFactor=1,
+                    mobile=False,
+                )
                 cdp.call("Page.navigate", url=path.as_uri())
                 cdp.wait_event("Page.loadEventFired")
                 time.sleep(0.3)
-                errors = [e for e in cdp.events
-                          if e.get("method") == "Runtime.exceptionThrown"
-                          or (e.get("method") == "Runtime.consoleAPICalled"
-                              and e["params"]["type"] in ("error", "assert"))
-                          or (e.get("method") == "Log.entryAdded"
-                              and e["params"]["entry"]["level"] == "error")]
+                errors = [
+                    e
+                    for e in cdp.events
+                    if e.get("method") == "Runtime.exceptionThrown"
+                    or (
+                        e.get("method") == "Runtime.consoleAPICalled"
+                        and e["params"]["type"] in ("error", "assert")
+                    )
+                    or (
+                        e.get("method") == "Log.entryAdded"
+                        and e["params"]["entry"]["level"] == "error"
+                    )
+                ]
                 assert errors == [], errors
-                drawn = cdp.call("Runtime.evaluate", expression=(
-                    "JSON.stringify({svgs: document.querySelectorAll('svg.chart').length, "
-                    "bars: document.querySelectorAll('svg.chart rect.bar').length, "
-                    "w: document.querySelector('svg.chart').getBoundingClientRect().width, "
-                    "title: document.title})"), returnByValue=True)
+                drawn = cdp.call(
+                    "Runtime.evaluate",
+                    expression=(
+                        "JSON.stringify({svgs: document.querySelectorAll('svg.chart').length, "
+                        "bars: document.querySelectorAll('svg.chart rect.bar').length, "
+                        "w: document.querySelector('svg.chart').getBoundingClientRect().width, "
+                        "title: document.title})"
+                    ),
+                    returnByValue=True,
+                )
                 info = json.loads(drawn["result"]["value"])
                 assert info["svgs"] >= 1 and info["bars"] >= bars and info["w"] > 500, info
                 shot = cdp.call("Page.captureScreenshot", format="png")["data"]
@@ -228,9 +285,14 @@ def test_html_opens_in_headless_chromium(scenario, session, lake, tmp_path):
                 (tmp_path / f"{path.stem}.png").write_bytes(png)
                 # decode the screenshot in the browser itself (canvas) and measure it
                 cdp.call("Runtime.evaluate", expression=f"window.__png = '{shot}'; 0")
-                stats = json.loads(cdp.call("Runtime.evaluate", expression=PIXEL_STATS,
-                                            awaitPromise=True, returnByValue=True)
-                                   ["result"]["value"])
+                stats = json.loads(
+                    cdp.call(
+                        "Runtime.evaluate",
+                        expression=PIXEL_STATS,
+                        awaitPromise=True,
+                        returnByValue=True,
+                    )["result"]["value"]
+                )
                 assert stats.get("w") == 1200 and stats.get("h") == 900, stats
                 assert stats["variance"] > 100 and stats["colours"] > 20, stats  # not blank
         finally:

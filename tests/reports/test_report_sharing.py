@@ -22,12 +22,15 @@ def test_ratio_exact_and_display():
         Ratio(-1, 2)
 
 
-@pytest.mark.parametrize(("text", "start", "end"), [
-    ("2026-01..2026-03", "2026-01-01", "2026-04-01"),
-    ("2026-02", "2026-02-01", "2026-03-01"),
-    ("2025", "2025-01-01", "2026-01-01"),
-    ("2026-02-28..2026-02-28", "2026-02-28", "2026-03-01"),
-])
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("2026-01..2026-03", "2026-01-01", "2026-04-01"),
+        ("2026-02", "2026-02-01", "2026-03-01"),
+        ("2025", "2025-01-01", "2026-01-01"),
+        ("2026-02-28..2026-02-28", "2026-02-28", "2026-03-01"),
+    ],
+)
 def test_period_parse(text, start, end):
     p = Period.parse(text)
     assert p.start.date().isoformat() == start and p.end.date().isoformat() == end
@@ -66,7 +69,12 @@ def test_overall_figures_by_hand(scenario, session):
 def test_per_department_rows_and_zero_of_zero(scenario, session):
     rep = sharing_rate(session=session)
     assert [r["department"] for r in rep.table("departments").rows] == [
-        "GAJ", "RSJ", "SCJG", "SWJ", "TJJ"]
+        "GAJ",
+        "RSJ",
+        "SCJG",
+        "SWJ",
+        "TJJ",
+    ]
     scjg = rep.row("departments", "SCJG")
     assert scjg["entries"] == 2
     assert scjg["catalog_share_rate"] == Ratio(1, 2)
@@ -83,7 +91,10 @@ def test_per_department_rows_and_zero_of_zero(scenario, session):
     assert rsj["top_rejection_reason"] == "用途不明确 (2)"
     tjj = rep.row("departments", "TJJ")
     assert (tjj["catalog_share_rate"], tjj["open_rate"], tjj["actual_share_rate"]) == (
-        Ratio(1, 1), Ratio(1, 1), Ratio(0, 1))
+        Ratio(1, 1),
+        Ratio(1, 1),
+        Ratio(0, 1),
+    )
     gaj = rep.row("departments", "GAJ")  # a department with no entries: 0 of 0, no error
     for key in ("catalog_share_rate", "actual_share_rate", "request_satisfaction", "open_rate"):
         assert gaj[key] == Ratio(0, 0) and gaj[key].percent() == "—"
@@ -93,7 +104,9 @@ def test_per_department_rows_and_zero_of_zero(scenario, session):
 def test_rejection_reasons_and_trend(scenario, session):
     rep = sharing_rate(session=session)
     assert rep.table("rejection_reasons").rows == [
-        {"reason": "用途不明确", "jobs": 2}, {"reason": "超出授权范围", "jobs": 1}]
+        {"reason": "用途不明确", "jobs": 2},
+        {"reason": "超出授权范围", "jobs": 1},
+    ]
     trend = rep.table("trend").rows
     assert sum(r["submitted"] for r in trend) == 7
     assert sum(r["approved"] for r in trend) == 3

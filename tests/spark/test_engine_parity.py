@@ -70,8 +70,9 @@ def test_transform_parity_on_demo_data(demo, settings, spark, name, encoding, qu
     files, contracts = demo
     contract = load_contract(contracts[name])
     data = contract.source_path().read_bytes()
-    counts = _assert_same(contract, data, contract.source_path().name, spark,
-                          keyring_from_settings(settings))
+    counts = _assert_same(
+        contract, data, contract.source_path().name, spark, keyring_from_settings(settings)
+    )
     assert counts["rows_in"] == files.rows[name] and counts["encoding"] == encoding
     assert counts["rows_quarantined"] == quarantined
     assert counts["rows_passed"] + counts["rows_quarantined"] == files.rows[name]
@@ -80,12 +81,24 @@ def test_transform_parity_on_demo_data(demo, settings, spark, name, encoding, qu
 def test_csv_chunks_keep_quoted_newlines_bad_rows_and_line_numbers(settings, spark, tmp_path):
     contract = make_contract(
         source={"path": "x.csv", "format": "csv", "header_row": 3, "footer_rows": 1},
-        fields=[{"name": "uscc", "title": "统一社会信用代码", "required": True},
-                {"name": "legal_rep_id", "title": "法定代表人身份证号", "element": "resident_id",
-                 "grade": "important", "pi": "sensitive"},
-                {"name": "reg_capital", "title": "注册资本(万元)", "type": "decimal", "scale": 2}])
+        fields=[
+            {"name": "uscc", "title": "统一社会信用代码", "required": True},
+            {
+                "name": "legal_rep_id",
+                "title": "法定代表人身份证号",
+                "element": "resident_id",
+                "grade": "important",
+                "pi": "sensitive",
+            },
+            {"name": "reg_capital", "title": "注册资本(万元)", "type": "decimal", "scale": 2},
+        ],
+    )
     good = "91110000TEST"  # repeated on the quoted rows: primary-key duplicates
-    lines = ["企业登记 2026年10月", "单位: 万元", "统一社会信用代码,法定代表人身份证号,注册资本(万元)"]
+    lines = [
+        "企业登记 2026年10月",
+        "单位: 万元",
+        "统一社会信用代码,法定代表人身份证号,注册资本(万元)",
+    ]
     for i in range(1, 301):
         if i % 37 == 0:
             lines.append(f'"{good}","11010519491231002X","1{i}\n.5"')  # quoted newline
@@ -99,7 +112,7 @@ def test_csv_chunks_keep_quoted_newlines_bad_rows_and_line_numbers(settings, spa
     data = ("\n".join(lines) + "\n").encode("utf-8")
     body = data.split(b"\n", 3)[3]
     cuts = _cut_points(body, 8)
-    assert len(cuts) > 3 and all(body[c - 1: c] == b"\n" for c in cuts[1:-1])
+    assert len(cuts) > 3 and all(body[c - 1 : c] == b"\n" for c in cuts[1:-1])
     assert all(body[:c].count(b'"') % 2 == 0 for c in cuts)  # never inside a quoted value
     counts = _assert_same(contract, data, "x.csv", spark, keyring_from_settings(settings))
     assert counts["rows_in"] == 300 - 300 // 43  # blank lines are not records
@@ -126,19 +139,26 @@ def test_ingest_engine_spark_commits_the_same_table(demo, tmp_path, spark):
         plain = _plain(lake.read("tax_payment"), contract, keyring_from_settings(s))
         # token keys are per home: compare the tokens' presence, the decrypted values exactly
         assert "taxpayer_id_token" in plain.column_names
-        tables[eng] = (plain.drop_columns(["taxpayer_id_token"]),
-                       lake.read_quarantine("tax_payment").num_rows)
+        tables[eng] = (
+            plain.drop_columns(["taxpayer_id_token"]),
+            lake.read_quarantine("tax_payment").num_rows,
+        )
         with catalog.session_scope(s.catalog_db_url) as session:
             v = catalog.current_version(session=session, code="SWJ-0001")
             tables[eng] += (v.delta_version, v.row_count, v.quarantined_count)
     d, sp = outcomes["duckdb"], outcomes["spark"]
-    assert (sp.rows_in, sp.rows_committed, sp.rows_quarantined, sp.version) == \
-        (d.rows_in, d.rows_committed, d.rows_quarantined, d.version) == (560, 557, 3, 0)
+    assert (
+        (sp.rows_in, sp.rows_committed, sp.rows_quarantined, sp.version)
+        == (d.rows_in, d.rows_committed, d.rows_quarantined, d.version)
+        == (560, 557, 3, 0)
+    )
     assert tables["spark"][0].equals(tables["duckdb"][0])
     assert tables["spark"][1:] == tables["duckdb"][1:] == (3, 0, 557, 3)
 
 
-def test_failing_spark_task_leaves_the_previous_version(demo, settings, spark, tmp_path, monkeypatch):
+def test_failing_spark_task_leaves_the_previous_version(
+    demo, settings, spark, tmp_path, monkeypatch
+):
     files, contracts = demo
     first = ingest(contracts["enterprise_registry"], settings=settings, engine="spark")
     assert (first.created, first.version) == (True, 0)

@@ -27,11 +27,14 @@ def sets():
     return [*noisy, None, "", server[0]], client, set(shared)
 
 
-@pytest.mark.parametrize(("reveal", "buckets"), [
-    pytest.param(False, 4, id="cardinality-4-buckets"),
-    pytest.param(True, 3, id="reveal-3-buckets"),
-    pytest.param(False, 1, id="cardinality-1-bucket"),
-])
+@pytest.mark.parametrize(
+    ("reveal", "buckets"),
+    [
+        pytest.param(False, 4, id="cardinality-4-buckets"),
+        pytest.param(True, 3, id="reveal-3-buckets"),
+        pytest.param(False, 1, id="cardinality-1-bucket"),
+    ],
+)
 def test_spark_psi_equals_single_machine(spark, sets, reveal, buckets):
     server, client, shared = sets
     session, request = PsiClientSession.create(client, reveal_intersection=reveal, buckets=buckets)
