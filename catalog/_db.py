@@ -219,6 +219,8 @@ def migrate(url: str | Engine) -> None:
     finally:
         if own:
             engine.dispose()
+    if own:
+        _private_sqlite_file(str(url))
 
 
 _MIGRATED: set[str] = set()
@@ -246,3 +248,15 @@ def session_scope(url: str) -> Iterator[Session]:
             yield session
     finally:
         factory.kw["bind"].dispose()
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Make a SQLite catalog file readable by its owner only (it holds password hashes and the
+    audit log)."""
+    import os
+
+    if url.startswith("sqlite:///") and not _is_memory(url):
+        path = Path(url.removeprefix("sqlite:///"))
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if p.exists():
+                os.chmod(p, 0o600)

@@ -328,6 +328,17 @@ class Contract(_Strict):
         except ValidationError as exc:
             first = exc.errors()[0]
             key = ".".join(str(p) for p in first["loc"]) or None
+            loc, named = first["loc"], ""
+            if len(loc) >= 2 and loc[0] == "fields" and isinstance(loc[1], int):
+                fields = data.get("fields")
+                name = (
+                    fields[loc[1]].get("name")
+                    if isinstance(fields, list)
+                    and loc[1] < len(fields)
+                    and isinstance(fields[loc[1]], dict)
+                    else None
+                )
+                named = f"field {name!r}: " if name else ""
             msg = first["msg"]
             if first["type"] == "extra_forbidden":
                 msg = f"unknown key {first['loc'][-1]!r}"
@@ -336,7 +347,7 @@ class Contract(_Strict):
             more = len(exc.errors()) - 1
             if more:
                 msg += f" (and {more} more error{'s' if more > 1 else ''})"
-            raise ContractError(msg, path=where, key=key) from exc
+            raise ContractError(named + msg, path=where, key=key) from exc
         if contract.quality.model_extra:  # quality rules are checked before any data moves
             from quality._spec import check_contract
 

@@ -117,7 +117,7 @@ class Auditor:
     RETRIES = 8
 
     def __init__(
-        self, factory: sessionmaker[Session], keys_dir: Path, *, checkpoint_every: int = 100
+        self, factory: sessionmaker[Session], keys_dir: Path, *, checkpoint_every: int = 10
     ) -> None:
         from privacy._sm2 import load_or_create_signing_key
 

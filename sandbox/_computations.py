@@ -259,6 +259,17 @@ class Psi(Computation):
         return []
 
     @classmethod
+    def input_items(cls, inputs: dict[str, bytes]) -> int | None:
+        """Distinct items in the uploaded request (shown to approvers; checked against
+        ``sandbox.psi_min_items``); None if the request cannot be read."""
+        try:
+            from privacy._psi import PsiRequest
+
+            return int(PsiRequest.from_bytes(inputs["request"]).size)
+        except Exception:
+            return None
+
+    @classmethod
     def run(cls, ctx: RunContext) -> Output:
         from privacy._psi import PSI_ELEMENTS, PsiRequest, psi_serve
 

@@ -50,6 +50,9 @@ class SandboxPolicy(BaseModel):
         psi_columns: columns PSI may run over; None = every identifier field.
         psi_max_items: largest requester set per PSI job, items.
         psi_items_per_day: requester quota over all its PSI jobs on this dataset in 24 h, items.
+        psi_min_items: smallest requester set (distinct items actually in the request) per PSI
+            job: a set of one would answer "is this enterprise a taxpayer here?". Padding with
+            made-up identifiers defeats it, so quotas and approvals still matter (docs/psi.md).
         psi_reveal_allowed: the intersection itself may be revealed (else cardinality only).
         min_group_size_k: k, the smallest group a released aggregate may show (≥ 2).
         quota_jobs_per_day: jobs per requester and dataset in 24 h.
@@ -71,6 +74,7 @@ class SandboxPolicy(BaseModel):
     psi_columns: list[str] | None = None
     psi_max_items: int = Field(default=100_000, ge=1, le=10_000_000)
     psi_items_per_day: int = Field(default=200_000, ge=1)
+    psi_min_items: int = Field(default=10, ge=1)
     psi_reveal_allowed: bool = False
     min_group_size_k: int = Field(default=10, ge=2)
     quota_jobs_per_day: int = Field(default=5, ge=1)

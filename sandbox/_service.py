@@ -308,8 +308,20 @@ class Sandbox:
         if reasons:
             raise self._refuse(u.name, subject, PolicyRefused(reasons))
         decision = evaluate_policy(spec, contract, u, usage=usage)
-        if not decision.allowed:
-            raise self._refuse(u.name, subject, PolicyRefused(decision.reasons))
+        reasons = list(decision.reasons) if not decision.allowed else []
+        items = getattr(comp, "input_items", lambda _inputs: None)(inputs)
+        min_items = sandbox_policy(contract).psi_min_items
+        if items is not None and items < min_items:
+            reasons.append(
+                f"inputs.request: the request holds {items} distinct item(s), fewer than "
+                f"sandbox.psi_min_items = {min_items} (集合过小，可能用于单个主体查询)"
+            )
+        if not ds.published:
+            reasons.append(
+                f"dataset {contract.code} is not published in the catalog (未发布的目录不受理作业)"
+            )
+        if reasons:
+            raise self._refuse(u.name, subject, PolicyRefused(reasons))
 
         job_id = secrets.token_urlsafe(16)
         jdir = self.job_dir(job_id)
@@ -351,7 +363,9 @@ class Sandbox:
                         decision_json=json.dumps(decision.to_dict(), ensure_ascii=False),
                         inputs_json=json.dumps(digests),
                         attempts=0,
-                        summary_json="{}",
+                        summary_json=json.dumps(
+                            {"request_items": items} if items is not None else {}
+                        ),
                         created_at=now,
                         updated_at=now,
                     )
@@ -890,6 +904,10 @@ def _job_dict(s: Session, job: Job) -> dict[str, Any]:
             "params": spec["computation"]["params"],
             "decision": json.loads(job.decision_json),
             "inputs": json.loads(job.inputs_json),
+            # what approvers must see: e.g. the item count actually in a PSI request
+            "request_items": json.loads(job.summary_json).get("request_items")
+            if job.result_digest is None
+            else json.loads(job.summary_json).get("client_items"),
             "attempts": job.attempts,
             "result": None
             if job.result_digest is None

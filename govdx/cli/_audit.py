@@ -67,6 +67,45 @@ def verify_command(as_json: JsonOpt = False) -> None:
         )
     if not report.ok:
         raise typer.Exit(1)
+    unanchored = _unanchored(report)
+    if unanchored and not as_json:
+        console.print(
+            f"[yellow]note:[/] the last {unanchored} entr{'y is' if unanchored == 1 else 'ies are'} "
+            "after the newest signed checkpoint: deleting them from the tail would not show here. "
+            "Run `govdx audit checkpoint` and keep its output (seq, hash) outside this machine."
+        )
+
+
+def _unanchored(report) -> int:
+    """Entries after the newest signed checkpoint (not protected against tail truncation)."""
+    auditor = _auditor()
+    cps = auditor.store.checkpoints()
+    last = auditor.store.last()
+    if last is None:
+        return 0
+    return last.seq - (cps[-1].seq if cps else 0)
+
+
+@audit_app.command("checkpoint")
+def checkpoint_command(as_json: JsonOpt = False) -> None:
+    """Sign a checkpoint (SM2) over the newest entry now (审计检查点).
+
+    A checkpoint anchors every entry up to it: an edit, deletion, insertion or reordering before
+    it is detected by `govdx audit verify`. Keep the printed (seq, entry hash) outside this
+    machine (a ticket, a notary, a second system): a log cut back past that seq is then visible.
+    Checkpoints are also signed automatically every 10 entries.
+    """
+    try:
+        cp = _auditor().chain.checkpoint()
+    except GovdxError as exc:
+        fail(exc)
+        return
+    doc = {"seq": cp.seq, "entry_hash": cp.entry_hash, "at": cp.at.isoformat(),
+           "public_key": cp.public_key}
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(f"checkpoint signed at seq {cp.seq}, entry hash {cp.entry_hash}")
 
 
 @audit_app.command("show")

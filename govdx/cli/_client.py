@@ -78,7 +78,9 @@ def request_command(
     reveal: Annotated[
         bool, typer.Option("--reveal", help="Ask for the intersection, not only its size.")
     ] = False,
-    buckets: Annotated[int, typer.Option("--buckets", help="Bucket count (1..16).")] = 1,
+    buckets: Annotated[
+        int, typer.Option("--buckets", min=1, max=16, help="Bucket count (1..16).")
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a PSI request and the local state file."""
@@ -89,6 +91,12 @@ def request_command(
         session, request = PsiClientSession.create(
             values, reveal_intersection=reveal, buckets=buckets, element=element
         )
+        if request.size == 0:
+            fail(
+                f"{ids}: no valid {element} identifier in column {column!r} "
+                f"({len(session.rejected)} rejected): nothing to ask (没有有效标识)"
+            )
+            return
         out.write_bytes(request.to_bytes())
         session.save(state)
     except GovdxError as exc:

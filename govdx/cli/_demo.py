@@ -107,6 +107,7 @@ def sandbox_steps(
     from govdx.demo._scenario import psi_step
 
     steps = {}
+    publish_credit_entries(settings, quiet=quiet)
     if not quiet:
         console.print(
             "[bold]sandbox[/] 银税互动: the bank asks how many of its applicants pay "
@@ -168,6 +169,26 @@ def sandbox_steps(
 
 
 FL_MIN_TAX_ROWS = 20_000
+CREDIT_CODES = ("SCJG-0001", "SWJ-0001", "RSJ-0001")
+
+
+def publish_credit_entries(settings, *, quiet: bool) -> None:
+    """The stewards publish the credit datasets (the sandbox takes jobs on published entries
+    only); publication is refused below 100 % encryption coverage."""
+    import catalog
+    from govdx.cli._keys import coverage_rows
+
+    for code in CREDIT_CODES:
+        [cov] = coverage_rows(settings, code)
+        if cov["missing"]:
+            raise catalog.CatalogError(f"{code}: protected fields in plaintext: {cov['missing']}")
+        with catalog_session(settings) as s:
+            catalog.set_published(session=s, code=code, published=True)
+    if not quiet:
+        console.print(
+            f"[bold]catalog[/] stewards publish {', '.join(CREDIT_CODES)} "
+            "(encryption coverage 100 %)"
+        )
 
 
 def catalog_summary(settings) -> list[dict]:

@@ -33,7 +33,9 @@ def rotate(
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="Re-encrypt this dataset under a new DEK.")
     ] = None,
-    user: Annotated[str, typer.Option(envvar="GOVDX_USER", help="Acting admin (audit).")] = "admin",
+    user: Annotated[
+        str | None, typer.Option(envvar="GOVDX_USER", help="Acting admin (checked, audited).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Rotate keys (密钥轮换). Exactly one of --kek or --dataset CODE.
@@ -48,6 +50,7 @@ def rotate(
         fail("give exactly one of --kek or --dataset CODE")
     settings = get_settings()
     try:
+        acting_user(settings, user, roles=("admin",))
         auditor = _auditor(settings)
         if kek:
             from pipelines._keyops import rotate_kek
@@ -141,6 +144,29 @@ def coverage(
     console.print(t)
 
 
+def acting_user(settings, name: str | None, *, roles: tuple[str, ...], department: str | None = None):
+    """The registered user acting on this command, checked against ``roles`` (and, for a
+    steward, the owning ``department``).
+
+    Raises:
+        sandbox.UserError / sandbox.PermissionDenied: no --user, an unknown user or a wrong role.
+    """
+    from sandbox import PermissionDenied, Sandbox
+
+    box = Sandbox(settings)
+    try:
+        u = box.get_user(name)
+    finally:
+        box.close()
+    if u.role not in roles:
+        raise PermissionDenied(f"{u.name!r} is a {u.role}; this needs one of {list(roles)}")
+    if u.role == "steward" and department is not None and u.department_code != department:
+        raise PermissionDenied(
+            f"{u.name!r} is a steward of {u.department_code}, not of {department} (非本部门数据)"
+        )
+    return u
+
+
 def coverage_rows(settings, code: str | None = None) -> list[dict]:
     """Coverage of every (or one) catalog entry's current version."""
     import catalog
@@ -171,8 +197,9 @@ def publish_command(
     code: Annotated[str, typer.Argument(help="Dataset code (信息资源代码).")],
     withdraw: Annotated[bool, typer.Option("--withdraw", help="Withdraw instead (撤回).")] = False,
     user: Annotated[
-        str, typer.Option(envvar="GOVDX_USER", help="Acting steward (audit).")
-    ] = "steward",
+        str | None,
+        typer.Option(envvar="GOVDX_USER", help="Acting steward of the owning department, or admin."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Publish a catalog entry (发布目录) — refused unless every protected field is encrypted.
@@ -182,6 +209,13 @@ def publish_command(
     import catalog
 
     settings = get_settings()
+    try:
+        with catalog_session(settings) as s:
+            owner = catalog.get_dataset(session=s, code=code).department_code
+        acting_user(settings, user, roles=("steward", "admin"), department=owner)
+    except GovdxError as exc:
+        fail(exc)
+        return
     if not withdraw:
         [cov] = coverage_rows(settings, code)
         if cov["version"] is None or cov["missing"]:

@@ -24,6 +24,10 @@ def registry(settings, tmp_path):
     _, contracts = write_credit_demo(tmp_path / "w", rows=200, seed=3)
     path = next(c for c in contracts if c.name == "enterprise_registry.yaml")
     ingest(path, settings=settings)
+    for args in (["ops", "--role", "admin"], ["scjg", "--role", "steward", "--department", "SCJG"],
+                 ["swj", "--role", "steward", "--department", "SWJ"],
+                 ["bank", "--role", "requester", "--department", "BANK"]):
+        assert runner.invoke(app, ["users", "add", *args]).exit_code == 0
     return settings
 
 
@@ -39,7 +43,9 @@ def _plain_ids(settings, version: int) -> list[str]:
 
 def test_dataset_key_rotation_writes_a_new_version_under_a_new_key(registry):
     before = _plain_ids(registry, 0)
-    res = runner.invoke(app, ["keys", "rotate", "--dataset", "SCJG-0001", "--json"])
+    refused = runner.invoke(app, ["keys", "rotate", "--dataset", "SCJG-0001", "--user", "scjg"])
+    assert refused.exit_code == 1 and "needs one of ['admin']" in refused.output
+    res = runner.invoke(app, ["keys", "rotate", "--dataset", "SCJG-0001", "--json", "--user", "ops"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert (out["from_version"], out["version"]) == (0, 1)
@@ -112,7 +118,8 @@ def test_coverage_counts_plaintext_protected_fields_and_publication_is_refused(s
             source_bytes=1,
             run_id=catalog.new_run_id(),
         )
-    res = runner.invoke(app, ["catalog", "publish", contract.code])
+    runner.invoke(app, ["users", "add", "scjg", "--role", "steward", "--department", "SCJG"])
+    res = runner.invoke(app, ["catalog", "publish", contract.code, "--user", "scjg"])
     assert (
         res.exit_code == 1 and "publication refused" in res.output and "legal_rep_id" in res.output
     )
@@ -121,6 +128,9 @@ def test_coverage_counts_plaintext_protected_fields_and_publication_is_refused(s
 
 
 def test_publication_allowed_at_full_coverage(registry):
-    res = runner.invoke(app, ["catalog", "publish", "SCJG-0001", "--json"])
+    for user, why in (("bank", "needs one of"), ("swj", "not of SCJG"), ("nobody", "unknown user")):
+        res = runner.invoke(app, ["catalog", "publish", "SCJG-0001", "--user", user])
+        assert res.exit_code == 1 and why in res.output, res.output
+    res = runner.invoke(app, ["catalog", "publish", "SCJG-0001", "--json", "--user", "scjg"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["published"] is True

@@ -94,9 +94,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             "allowed_computations": ["psi"],
             "psi_columns": [column],
             "quota_jobs_per_day": 10,
+            "psi_min_items": 1,
         }
         c.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
         pipelines.ingest(c, settings=settings)
+        with catalog.session_scope(settings.catalog_db_url) as s:  # jobs need a published entry
+            catalog.set_published(session=s, code=data["code"], published=True)
     with catalog.session_scope(settings.catalog_db_url) as s:
         for args in (
             (

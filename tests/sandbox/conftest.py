@@ -6,20 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 import sandbox_fakes  # noqa: F401 - registers the fake computations
-from sandbox_testdata import add_users, publish_dataset, tax_contract, tax_table, valid_usccs
+from sandbox_testdata import (
+    AGG_POLICY,
+    add_users,
+    publish_dataset,
+    tax_contract,
+    tax_table,
+    valid_usccs,
+)
 
 from sandbox import Sandbox
-
-AGG_POLICY = {
-    "allowed_computations": ["psi", "aggregate", "test_sleep", "test_hog", "test_die", "test_leak"],
-    "psi_columns": ["taxpayer_id"],
-    "psi_max_items": 1000,
-    "psi_items_per_day": 5000,
-    "min_group_size_k": 10,
-    "quota_jobs_per_day": 50,
-    "time_limit_seconds": 60,
-    "memory_limit_mb": 2048,
-}
 
 
 @pytest.fixture

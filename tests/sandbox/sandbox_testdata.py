@@ -67,7 +67,8 @@ def tax_contract(
         ],
     }
     if sandbox is not None:
-        data["sandbox"] = sandbox
+        # small seeded request sets: the minimum set size has its own test
+        data["sandbox"] = {"psi_min_items": 1, **sandbox}
     return Contract.from_dict(data)
 
 
@@ -88,9 +89,14 @@ def tax_table(ids: list[str], seed: int = 7) -> pa.Table:
 
 
 def publish_dataset(
-    settings: Settings, contract: Contract, table: pa.Table, *, digest: str = SM3_ABC
+    settings: Settings,
+    contract: Contract,
+    table: pa.Table,
+    *,
+    digest: str = SM3_ABC,
+    published: bool = True,
 ) -> int:
-    """Protect, commit to the lakehouse and register ``table`` as a version; returns it."""
+    """Protect, commit, register ``table`` as a version and publish the entry; returns it."""
     from pipelines._protect import protect
     from privacy import keyring_from_settings
 
@@ -116,6 +122,8 @@ def publish_dataset(
             source_bytes=1,
             run_id=RUN_1,
         )
+        if published:
+            catalog.set_published(session=s, code=contract.code, published=True)
     return res.version
 
 
@@ -144,3 +152,16 @@ def valid_usccs(n: int, seed: int) -> list[str]:
         assert is_valid_uscc(code)
         out.add(code)
     return sorted(out)
+
+
+# sandbox block of the runner/PSI tests (extra test computations registered by sandbox_fakes)
+AGG_POLICY = {
+    "allowed_computations": ["psi", "aggregate", "test_sleep", "test_hog", "test_die", "test_leak"],
+    "psi_columns": ["taxpayer_id"],
+    "psi_max_items": 1000,
+    "psi_items_per_day": 5000,
+    "min_group_size_k": 10,
+    "quota_jobs_per_day": 50,
+    "time_limit_seconds": 60,
+    "memory_limit_mb": 2048,
+}

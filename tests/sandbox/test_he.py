@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import AGG_POLICY
-from sandbox_testdata import publish_dataset, tax_contract, valid_usccs
+from sandbox_testdata import AGG_POLICY, publish_dataset, tax_contract, valid_usccs
 
 from privacy._blind import JoinRequest, PiSumClient
 from privacy._paillier import HeDecryptionError, PhePaillier, PublicKey

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import AGG_POLICY
-from sandbox_testdata import publish_dataset, tax_contract, tax_table, valid_usccs
+from sandbox_testdata import AGG_POLICY, publish_dataset, tax_contract, tax_table, valid_usccs
 
 from sandbox import PolicyRefused, Sandbox, parse_job_spec
 
@@ -137,3 +136,27 @@ def test_malformed_identifiers_are_rejected_on_the_client(ids):
         ["91BAD", ids[0], ""], reveal_intersection=False, element="uscc"
     )
     assert request.size == 1 and [i for i, _ in session.rejected] == [0]
+
+
+def test_small_sets_are_refused_and_approvers_see_the_real_size(settings, tmp_path, ids):
+    """A set of one asks "is this enterprise a taxpayer?": refused under psi_min_items; above it
+    the job shows approvers the item count actually in the request, not the claimed bound."""
+    box = Sandbox(settings)
+    box.add_user("bank", "requester", "ICBC")
+    publish_dataset(
+        settings, tax_contract(sandbox={**AGG_POLICY, "psi_min_items": 5}), tax_table(ids)
+    )
+    with pytest.raises(PolicyRefused, match=r"holds 1 distinct item\(s\), fewer than .*= 5"):
+        submit_psi(box, tmp_path, ids[:1], reveal=False, max_items=500)
+    _, job_id = submit_psi(box, tmp_path, ids[:6], reveal=False, max_items=500)
+    assert box.show(job_id, user="bank")["request_items"] == 6
+    box.close()
+
+
+def test_unpublished_dataset_takes_no_job(settings, tmp_path, ids):
+    box = Sandbox(settings)
+    box.add_user("bank", "requester", "ICBC")
+    publish_dataset(settings, tax_contract(sandbox=AGG_POLICY), tax_table(ids), published=False)
+    with pytest.raises(PolicyRefused, match="not published"):
+        submit_psi(box, tmp_path, ids[:20], reveal=False, max_items=100)
+    box.close()

@@ -9,8 +9,7 @@ import threading
 import time
 
 import pyarrow as pa
-from conftest import AGG_POLICY
-from sandbox_testdata import publish_dataset, tax_contract, tax_table
+from sandbox_testdata import AGG_POLICY, publish_dataset, tax_contract, tax_table
 
 from pipelines._lakehouse import Lakehouse
 from sandbox import Sandbox, leaked_values, parse_job_spec

@@ -167,7 +167,7 @@ def test_bad_sandbox_block_names_the_key():
 
 def test_demo_tax_contract_block():
     p = sandbox_policy(load_contract(CONTRACTS_DIR / "tax_payment.yaml"))
-    assert p.allowed_computations == ["psi", "psi_sum", "he_sum", "fl_train"]
+    assert p.allowed_computations == ["psi", "he_sum", "fl_train"]
     assert p.psi_columns == ["taxpayer_id"] and p.sum_columns == ["tax_paid"]
     assert p.psi_max_items == 100_000 and p.psi_reveal_allowed is False
 
