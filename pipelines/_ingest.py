@@ -238,12 +238,53 @@ def transform(
             cast.rejects.select([ROW, "field", "value", "reason"]),
         ]
     )
-    result = validate(cast.table, contract, rows_in=raw.rows_in, prior_rejects=prior)
+    return finish_transform(
+        cast.table,
+        prior,
+        contract,
+        rows_in=raw.rows_in,
+        encoding=raw.encoding,
+        keyring=keyring,
+        run_id=run_id,
+        digest=digest,
+        file=file,
+        started=t0,
+    )
+
+
+def finish_transform(
+    typed: pa.Table,
+    prior: pa.Table,
+    contract: Contract,
+    *,
+    rows_in: int,
+    encoding: str,
+    keyring: Keyring,
+    run_id: str,
+    digest: str,
+    file: str,
+    started: float,
+    protect_fn=None,
+    where: str = "",
+) -> tuple[pa.Table | None, pa.Table, dict]:
+    """The half of the transform both engines share: validate (quality suite), quarantine
+    rows, quality gate, protect.
+
+    Args:
+        typed: cast rows (contract fields + ``_row``). prior: parse and cast rejects.
+        protect_fn: ``(passed table) -> protected table``; default :func:`protect` in this
+            process (the Spark engine passes its executor-side version).
+        where: engine note for the progress line (e.g. " on Spark (2 cores)").
+
+    Returns:
+        ``(protected table or None when the gate failed, quarantine rows, counts)``.
+    """
+    result = validate(typed, contract, rows_in=rows_in, prior_rejects=prior)
     report(
         "transform",
-        f"{raw.rows_in:,} rows read ({raw.encoding}), "
+        f"{rows_in:,} rows read ({encoding}){where}, "
         f"{result.passed.num_rows:,} passed, {result.rows_quarantined:,} quarantined "
-        f"in {time.perf_counter() - t0:.1f}s",
+        f"in {time.perf_counter() - started:.1f}s",
     )
     quarantine = protect_rejects(
         result.rejects, contract, keyring=keyring, run_id=run_id, digest=digest
@@ -253,7 +294,7 @@ def transform(
         "rows_passed": result.passed.num_rows,
         "rows_quarantined": result.rows_quarantined,
         "pass_rate": result.pass_rate,
-        "encoding": raw.encoding,
+        "encoding": encoding,
         "scores": result.scores.to_dict() if result.scores is not None else None,
     }
     gate_error = None
@@ -261,8 +302,14 @@ def transform(
         quality_gate(result, contract, file=file)
     except IngestError as exc:
         gate_error = exc
-    protected = protect(result.passed, contract, keyring=keyring) if gate_error is None else None
     counts["gate_error"] = str(gate_error) if gate_error else None
+    protected = None
+    if gate_error is None:
+        protected = (
+            protect_fn(result.passed)
+            if protect_fn is not None
+            else protect(result.passed, contract, keyring=keyring)
+        )
     return protected, quarantine, counts
 
 

@@ -58,8 +58,8 @@ from pipelines._parse import (
     read_source,
 )
 from pipelines._progress import report
-from pipelines._protect import TOKEN_ELEMENTS, protect, protect_rejects
-from pipelines._validate import ROW, quality_gate, validate
+from pipelines._protect import TOKEN_ELEMENTS, protect
+from pipelines._validate import ROW
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -537,34 +537,24 @@ def transform_spark(
             cast_rejects.select([ROW, "field", "value", "reason"]),
         ]
     )
-    result = validate(typed, contract, rows_in=rows_in, prior_rejects=prior)
-    report(
-        "transform",
-        f"{rows_in:,} rows read ({encoding}) on Spark ({cores} cores), "
-        f"{result.passed.num_rows:,} passed, {result.rows_quarantined:,} quarantined "
-        f"in {time.perf_counter() - t0:.1f}s",
+    from pipelines._ingest import finish_transform
+
+    return finish_transform(
+        typed,
+        prior,
+        contract,
+        rows_in=rows_in,
+        encoding=encoding,
+        keyring=keyring,
+        run_id=run_id,
+        digest=digest,
+        file=file,
+        started=t0,
+        protect_fn=lambda passed: _protect_on_spark(
+            spark, passed, contract, keyring=keyring, file=file
+        ),
+        where=f" on Spark ({cores} cores)",
     )
-    quarantine = protect_rejects(
-        result.rejects, contract, keyring=keyring, run_id=run_id, digest=digest
-    )
-    counts = {
-        "rows_in": result.rows_in,
-        "rows_passed": result.passed.num_rows,
-        "rows_quarantined": result.rows_quarantined,
-        "pass_rate": result.pass_rate,
-        "encoding": encoding,
-        "scores": result.scores.to_dict() if result.scores is not None else None,
-    }
-    gate_error = None
-    try:
-        quality_gate(result, contract, file=file)
-    except IngestError as exc:
-        gate_error = exc
-    counts["gate_error"] = str(gate_error) if gate_error else None
-    protected = None
-    if gate_error is None:
-        protected = _protect_on_spark(spark, result.passed, contract, keyring=keyring, file=file)
-    return protected, quarantine, counts
 
 
 def _protect_on_spark(
