@@ -94,9 +94,15 @@ def _raise(exc: ValidationError, path: str | None, prefix: tuple[str, ...] = ())
         msg = f"unknown key {loc[-1]!r}"
     elif first["type"] == "missing":
         msg = "required key is missing"
-    more = len(exc.errors()) - 1
-    if more:
-        msg += f" (and {more} more error{'s' if more > 1 else ''})"
+    others = [
+        ".".join(str(x) for x in e["loc"])
+        + ": "
+        + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+        for e in exc.errors()[1:6]
+    ]
+    if others:  # every reason, not only the first
+        more = len(exc.errors()) - 1 - len(others)
+        msg += "; also " + "; ".join(others) + (f"; and {more} more" if more else "")
     raise JobSpecError(msg, path=path, key=key) from exc
 
 

@@ -100,8 +100,12 @@ def checkpoint_command(as_json: JsonOpt = False) -> None:
     except GovdxError as exc:
         fail(exc)
         return
-    doc = {"seq": cp.seq, "entry_hash": cp.entry_hash, "at": cp.at.isoformat(),
-           "public_key": cp.public_key}
+    doc = {
+        "seq": cp.seq,
+        "entry_hash": cp.entry_hash,
+        "at": cp.at.isoformat(),
+        "public_key": cp.public_key,
+    }
     if as_json:
         print_json(doc)
     else:

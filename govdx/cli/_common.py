@@ -32,8 +32,16 @@ def print_json(data: Any) -> None:
 
 
 def fail(exc: BaseException | str, code: int = 1) -> None:
-    """Print an error for people and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    """Print an error and exit non-zero: for people on stderr, or — when the command was given
+    ``--json`` — as ``{"error": <type>, "message": <text>}`` on stdout, so scripts always parse."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("as_json"):
+        kind = type(exc).__name__ if isinstance(exc, BaseException) else "Error"
+        typer.echo(json.dumps({"error": kind, "message": str(exc)}, ensure_ascii=False))
+    else:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 

@@ -63,8 +63,16 @@ def rotate(
         return
     if as_json:
         print_json(out)
+    elif kek:
+        console.print(
+            f"master key rotated: {out['rewrapped']} data key(s) re-wrapped, "
+            f"{out['old_kek_id']} → {out['new_kek_id']}; back up keys/kek.key now"
+        )
     else:
-        console.print(out)
+        console.print(
+            f"{out['dataset']}: version {out['version']} re-encrypted under data key "
+            f"{out['key_id']} (from version {out['from_version']})"
+        )
 
 
 def _rotate_dataset(settings, code: str, *, auditor, user: str) -> dict:
@@ -144,7 +152,9 @@ def coverage(
     console.print(t)
 
 
-def acting_user(settings, name: str | None, *, roles: tuple[str, ...], department: str | None = None):
+def acting_user(
+    settings, name: str | None, *, roles: tuple[str, ...], department: str | None = None
+):
     """The registered user acting on this command, checked against ``roles`` (and, for a
     steward, the owning ``department``).
 
@@ -198,7 +208,9 @@ def publish_command(
     withdraw: Annotated[bool, typer.Option("--withdraw", help="Withdraw instead (撤回).")] = False,
     user: Annotated[
         str | None,
-        typer.Option(envvar="GOVDX_USER", help="Acting steward of the owning department, or admin."),
+        typer.Option(
+            envvar="GOVDX_USER", help="Acting steward of the owning department, or admin."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:

@@ -64,7 +64,7 @@ def show(
     for reason, n in sorted(by_reason.items(), key=lambda kv: -kv[1]):
         summary.add_row(reason, str(n))
     console.print(summary)
-    detail = Table("row", "field", "value (masked)", "reason")
+    detail = Table("row", "field", "value (protected fields masked)", "reason")
     for r in rows[:limit]:
         detail.add_row(str(r["row"]), r["field"], r["value_masked"] or "", r["reason"])
     console.print(detail)
