@@ -24,9 +24,12 @@ def registry(settings, tmp_path):
     _, contracts = write_credit_demo(tmp_path / "w", rows=200, seed=3)
     path = next(c for c in contracts if c.name == "enterprise_registry.yaml")
     ingest(path, settings=settings)
-    for args in (["ops", "--role", "admin"], ["scjg", "--role", "steward", "--department", "SCJG"],
-                 ["swj", "--role", "steward", "--department", "SWJ"],
-                 ["bank", "--role", "requester", "--department", "BANK"]):
+    for args in (
+        ["ops", "--role", "admin"],
+        ["scjg", "--role", "steward", "--department", "SCJG"],
+        ["swj", "--role", "steward", "--department", "SWJ"],
+        ["bank", "--role", "requester", "--department", "BANK"],
+    ):
         assert runner.invoke(app, ["users", "add", *args]).exit_code == 0
     return settings
 
@@ -45,7 +48,9 @@ def test_dataset_key_rotation_writes_a_new_version_under_a_new_key(registry):
     before = _plain_ids(registry, 0)
     refused = runner.invoke(app, ["keys", "rotate", "--dataset", "SCJG-0001", "--user", "scjg"])
     assert refused.exit_code == 1 and "needs one of ['admin']" in refused.output
-    res = runner.invoke(app, ["keys", "rotate", "--dataset", "SCJG-0001", "--json", "--user", "ops"])
+    res = runner.invoke(
+        app, ["keys", "rotate", "--dataset", "SCJG-0001", "--json", "--user", "ops"]
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert (out["from_version"], out["version"]) == (0, 1)
