@@ -10,7 +10,7 @@ it: every job has its ``submitted → policy_checked → awaiting_approval`` tra
 ≈ 62 % are approved and released (4 more transitions, one release row), 12 % rejected with one
 of six reasons, 8 % still awaiting approval, 6 % approved and failed, 4 % approved then expired,
 4 % cancelled before a decision, 4 % succeeded but not yet fetched — about 6 transition rows per
-job. Rows are inserted with ``executemany`` on the raw sqlite3 connection in one transaction.
+job; ``decided_at`` set on the approved/rejected ones. Rows are inserted with ``executemany`` on the raw sqlite3 connection in one transaction.
 
 Then times :func:`reports.sharing_rate` (all time, and one year) — the SQL aggregates in SQLite
 plus building the report — and prints a markdown table (target: under 2 s on this machine).
@@ -139,10 +139,14 @@ def build(db: Path, *, entries: int, jobs: int, seed: int = 7) -> None:
             last[sel] = at
             prev = st
     reasons = [REASONS[reason_idx[i]] if state[i] == "rejected" else None for i in range(jobs)]
+    # decided_at: the transition to approved or rejected, as Sandbox._transition sets it
+    first = [k for k, (_, path) in enumerate(KINDS) if path and path[0] in ("approved", "rejected")]
+    decided = np.isin(kind, first)
+    decided_s = [t if d else None for t, d in zip(_ts(dec), decided.tolist(), strict=True)]
     con.executemany(
         "INSERT INTO sandbox_jobs(id, requester, dataset_code, delta_version, computation, "
         "spec_json, state, reason, decision_json, inputs_json, attempts, created_at, updated_at, "
-        "summary_json) VALUES (?,?,?,0,'psi','{}',?,?,?,'{}',0,?,?,'{}')",
+        "decided_at, summary_json) VALUES (?,?,?,0,'psi','{}',?,?,?,'{}',0,?,?,?,'{}')",
         zip(
             ids,
             job_req,
@@ -152,6 +156,7 @@ def build(db: Path, *, entries: int, jobs: int, seed: int = 7) -> None:
             ['{"approvals_required": 2, "reviewer_required": true}'] * jobs,
             sub_s,
             _ts(last),
+            decided_s,
             strict=True,
         ),
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from catalog._db import Base, UTCDateTime, utcnow
@@ -57,9 +57,21 @@ class Job(Base):
         attempts: runs started. deadline_at: when a running job's worker is presumed lost.
         result_digest / result_bytes / media_type: the stored result (SM3 hex, bytes).
         summary_json: small facts of the run (JSON, no data values).
+        decided_at: when the job first moved to approved or rejected (审批决定时间); None while
+            undecided. Set by ``Sandbox._transition``; read by the sharing-rate report.
     """
 
     __tablename__ = "sandbox_jobs"
+    __table_args__ = (
+        # the reports' scan: period on created_at, per dataset, state (covering with decided_at)
+        Index(
+            "ix_sandbox_jobs_created_at_dataset_code_state",
+            "created_at",
+            "dataset_code",
+            "state",
+            "decided_at",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     requester: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
@@ -79,6 +91,7 @@ class Job(Base):
     summary_json: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class JobTransition(Base):

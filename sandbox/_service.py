@@ -194,6 +194,9 @@ class Sandbox:
     ) -> None:
         check_transition(job_id, expected, target)
         now = self.clock()
+        if target in (JobState.approved, JobState.rejected):
+            # reached at most once per job (no edge leads back before a decision)
+            values = {"decided_at": now, **(values or {})}
         res = s.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == str(expected))
