@@ -4,9 +4,12 @@
   side. Two jobs: ``phase: join`` (input ``request`` = the requester's blinded set; result = the
   re-blinded set, the department's blinded ids with their values encrypted under a fresh
   department Paillier key) and ``phase: reveal`` (input ``request`` = the requester's masked
-  encrypted sum; result = its decryption ``S + ρ mod n``, uniform to the department). The
-  department key lives in ``<job>/state/psi_sum.json`` (0600) of the join job and is deleted
-  after the one reveal it allows.
+  encrypted sum; result = its decryption ``S + ρ + η mod n``, where η is discrete Laplace noise
+  drawn by OpenDP, so the requester learns ``S + η``: ε-differentially private per privacy
+  unit, ε charged to the (requester, dataset) DP ledger at the reveal). Before encryption the
+  join sums each taxpayer's rows into one value and clamps it to ``sandbox.dp.bounds`` (差分
+  隐私: 每纳税人贡献有界). The department key lives in ``<job>/state/psi_sum.json`` (0600) of the
+  join job and is deleted after the one reveal it allows.
 * ``he_sum`` — grouped encrypted totals: per-group partial sums of a numeric column, groups under
   ``min_group_size_k`` suppressed, each partition's partial vector packed and encrypted under the
   requester's Paillier public key (a job param), the partials added as ciphertexts; the
@@ -24,6 +27,7 @@ import json
 import os
 import re
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -38,9 +42,19 @@ from sandbox._computations import (
     _field_or_reason,
     register_computation,
 )
-from sandbox._errors import RunError
+from sandbox._errors import PolicyRefused, RunError
 
-__all__ = ["HeSum", "HeSumParams", "PsiSum", "PsiSumParams", "decrypt_he_sum", "fixed_point_ints"]
+__all__ = [
+    "HeSum",
+    "HeSumParams",
+    "PsiSum",
+    "PsiSumParams",
+    "clamp_ints",
+    "decrypt_he_sum",
+    "fixed_point_ints",
+    "psi_sum_noise",
+    "sum_sensitivity",
+]
 
 _NUMERIC = {"integer", "decimal"}
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -116,6 +130,9 @@ class PsiSumParams(BaseModel):
         max_items: the requester's set size bound (items).
         key_bits: the department's fresh Paillier modulus, 2048 or 3072 bits.
         join_job: reveal phase: id of the join job whose key decrypts.
+        epsilon: reveal phase: ε spent on the noisy sum, exact text (``"1/2"``), ≤
+            ``sandbox.dp.per_query_epsilon_max``; charged to the (requester, dataset) ledger.
+        confidence: reveal phase: level of the released noise interval (0.5–0.999).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -126,6 +143,20 @@ class PsiSumParams(BaseModel):
     max_items: int = Field(gt=0)
     key_bits: Literal[2048, 3072] = 2048
     join_job: str | None = None
+    epsilon: str | None = None
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999)
+
+    @field_validator("epsilon", mode="before")
+    @classmethod
+    def _epsilon(cls, v: Any) -> str | None:
+        from privacy._dp import DpError, fraction_text, parse_budget
+
+        if v is None:
+            return None
+        try:
+            return fraction_text(parse_budget(v, key="epsilon"))
+        except DpError as exc:
+            raise ValueError(str(exc).removeprefix("epsilon: ")) from None
 
     @field_validator("join_job")
     @classmethod
@@ -172,6 +203,7 @@ class PsiSum(Computation):
             reasons.append("computation.params.join_job: the reveal phase names its join job")
         if params.phase == "join" and params.join_job is not None:
             reasons.append("computation.params.join_job: only the reveal phase names a join job")
+        reasons += _dp_reasons(params, contract)
         return reasons
 
     @classmethod
@@ -239,6 +271,8 @@ class PsiSum(Computation):
                 f"{element!r}; create it with --element {element}"
             )
         ids, values = _per_identifier_sums(ctx, p.column, p.value_column, element)
+        lo, hi = _fen_bounds(ctx.contract, p.value_column)
+        values = clamp_ints(values, lo, hi)  # one bounded value per privacy unit
         response, sk = pisum_join(
             request,
             ids,
@@ -256,6 +290,9 @@ class PsiSum(Computation):
             "dataset": ctx.contract.code,
             "join_sm3": sm3_hex(data),
             "key": sk.to_dict(),
+            "value_column": p.value_column,
+            "bounds": [lo, hi],
+            "scale": _scale(ctx.contract, p.value_column),
         }
         fd = os.open(state / STATE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -263,16 +300,22 @@ class PsiSum(Computation):
         return Output(
             data,
             MEDIA_PSI_SUM,
-            summary={"phase": "join", "client_items": n_items, "key_bits": p.key_bits},
+            summary={
+                "phase": "join",
+                "client_items": n_items,
+                "key_bits": p.key_bits,
+                "clamp_bounds": [lo, hi],
+            },
         )
 
     @classmethod
     def _reveal(cls, ctx: RunContext) -> Output:
         from privacy._blind import PsiError, pisum_unmask
+        from privacy._dp import DpError, fraction_text, laplace_accuracy
         from privacy._paillier import HeError, PrivateKey
 
         p: PsiSumParams = ctx.params
-        assert p.join_job is not None
+        assert p.join_job is not None and p.epsilon is not None
         root = ctx.inputs["request"].parent.parent.parent
         path = root / p.join_job / STATE_DIR / STATE_FILE
         try:
@@ -284,13 +327,276 @@ class PsiSum(Computation):
             ) from exc
         if doc.get("dataset") != ctx.contract.code:
             raise RunError(f"join job {p.join_job} ran on another dataset")
+        if "bounds" not in doc:
+            raise RunError(
+                f"join job {p.join_job} did not clamp its values (no bounds): join again"
+            )
+        lo, hi = (int(x) for x in doc["bounds"])
+        sensitivity = sum_sensitivity(lo, hi)
+        eps = Fraction(p.epsilon)
         try:
             sk = PrivateKey.from_dict(doc["key"])
             data = pisum_unmask(ctx.inputs["request"].read_bytes(), sk, doc["join_sm3"])
-        except (PsiError, HeError, KeyError) as exc:
+            noise, scale = _laplace_noise(sensitivity, eps)
+            halfwidth = laplace_accuracy(scale, p.confidence)
+        except (PsiError, HeError, KeyError, DpError) as exc:
             raise RunError(f"PSI-sum reveal refused: {exc}") from exc
+        dp_doc = {
+            "mechanism": "discrete_laplace",
+            "epsilon": fraction_text(eps),
+            "delta": "0",
+            "privacy_unit": ctx.contract.privacy_unit,
+            "sensitivity": sensitivity,
+            "scale": scale,
+            "bounds": [lo, hi],
+            "value_scale": int(doc.get("scale", 0)),
+            "confidence": p.confidence,
+            "ci_halfwidth": halfwidth,
+            "ci_note": (
+                "the revealed sum ± ci_halfwidth covers the clamped intersection sum with the "
+                "stated confidence (OpenDP discrete_laplacian_scale_to_accuracy); units of "
+                "10^-value_scale of the value column"
+            ),
+        }
+        data = _add_noise(data, sk.public.n, noise, dp_doc)
         path.unlink()  # one decryption per join: the key is gone
-        return Output(data, MEDIA_PSI_SUM, summary={"phase": "reveal", "join_job": p.join_job})
+        return Output(
+            data,
+            MEDIA_PSI_SUM,
+            summary={
+                "phase": "reveal",
+                "join_job": p.join_job,
+                "epsilon": dp_doc["epsilon"],
+                "delta": "0",
+                "mechanism": dp_doc["mechanism"],
+                "sensitivity": sensitivity,
+                "scale": scale,
+                "ci_halfwidth": halfwidth,
+                "confidence": p.confidence,
+            },
+        )
+
+    # --- ledger hooks: the reveal phase spends ε (called by the service in its transactions) --
+    @classmethod
+    def on_submit(
+        cls,
+        s: Any,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Contract,
+        params: PsiSumParams,
+        now: Any = None,
+    ) -> Any:
+        """Reveal phase: reserve ε (δ = 0) on the (requester, dataset) DP ledger at submit.
+        The join phase spends nothing (its output is encrypted under the department's key).
+
+        Raises:
+            BudgetExceeded: with the remaining budget. PolicyRefused: no dp block, bounds, ε.
+        """
+        from sandbox._dp import MECHANISM_LAPLACE, dp_policy
+        from sandbox._ledger import reserve
+
+        if params.phase != "reveal":
+            return None
+        reasons = _dp_reasons(params, contract)
+        if reasons:
+            raise PolicyRefused(reasons)
+        dp = dp_policy(contract)
+        assert dp is not None and params.epsilon is not None
+        return reserve(
+            s,
+            job_id=job_id,
+            requester=requester,
+            dataset=contract.code,
+            epsilon=Fraction(params.epsilon),
+            delta=Fraction(0),
+            epsilon_cap=dp.epsilon_cap_q,
+            delta_cap=dp.delta_cap_q,
+            mechanism=MECHANISM_LAPLACE,
+            statistic="psi_sum",
+            now=now,
+        )
+
+    @classmethod
+    def on_run_start(
+        cls,
+        s: Any,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Contract,
+        params: PsiSumParams,
+        now: Any = None,
+    ) -> Any:
+        """Reveal phase, at run start: the reservation becomes ``drawn`` (a re-run of a failed
+        reveal reserves anew first).
+
+        Raises:
+            BudgetExceeded: a re-run no longer fits the budget.
+        """
+        from sandbox._ledger import _open, mark_drawn
+
+        if params.phase != "reveal":
+            return None
+        if _open(s, job_id, "reserved") is None:
+            cls.on_submit(
+                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
+            )
+        return mark_drawn(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_release(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
+        """In the release transaction: ``drawn`` → ``spent`` (no entry for a join: no-op)."""
+        from sandbox._ledger import commit_spend
+
+        return commit_spend(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_abandon(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
+        """Rejected / cancelled / expired: an unused reservation is returned."""
+        from sandbox._ledger import return_reservation
+
+        return return_reservation(s, job_id=job_id, now=now)
+
+
+def _dp_reasons(params: PsiSumParams, contract: Contract) -> list[str]:
+    """Why psi_sum is refused for want of the DP contract terms (pure; reads no data)."""
+    from govdx._errors import ContractError
+    from privacy._dp import fraction_text
+    from sandbox._dp import dp_policy
+
+    code = contract.code
+    reasons: list[str] = []
+    if contract.privacy_unit is None:
+        reasons.append(
+            f"dataset {code} declares no privacy_unit (未声明隐私单位): psi_sum bounds each "
+            "taxpayer's contribution to the sum; refused"
+        )
+    elif params.column != contract.privacy_unit:
+        reasons.append(
+            f"computation.params.column: psi_sum joins on the privacy unit "
+            f"{contract.privacy_unit!r} of {code} (one bounded value per unit), not "
+            f"{params.column!r}"
+        )
+    try:
+        dp = dp_policy(contract)
+    except ContractError as exc:
+        return [*reasons, str(exc)]
+    if dp is None:
+        return [
+            *reasons,
+            f"dataset {code} has no sandbox.dp block (未配置差分隐私): psi_sum needs clamp "
+            "bounds and a privacy budget; refused",
+        ]
+    if params.value_column not in dp.bounds:
+        reasons.append(
+            f"computation.params.value_column: {params.value_column!r} has no clamp bounds "
+            f"(sandbox.dp.bounds) on {code}; psi_sum refused (求和列未设截断界)"
+        )
+    if params.phase == "join":
+        if params.epsilon is not None:
+            reasons.append(
+                "computation.params.epsilon: only the reveal phase spends ε (the join releases "
+                "ciphertexts only)"
+            )
+        return reasons
+    if params.epsilon is None:
+        reasons.append(
+            'computation.params.epsilon: the reveal phase spends ε (差分隐私预算), e.g. "1/2"'
+        )
+        return reasons
+    eps = Fraction(params.epsilon)
+    if eps > dp.per_query_max_q:
+        reasons.append(
+            f"computation.params.epsilon: ε = {params.epsilon} is above the per-query maximum "
+            f"{fraction_text(dp.per_query_max_q)} of {code} (sandbox.dp.per_query_epsilon_max, "
+            "单次查询预算上限)"
+        )
+    if eps > dp.epsilon_cap_q:
+        reasons.append(
+            f"computation.params.epsilon: ε = {params.epsilon} is above the total cap "
+            f"{fraction_text(dp.epsilon_cap_q)} (sandbox.dp.epsilon_cap)"
+        )
+    return reasons
+
+
+def _fen_bounds(contract: Contract, column: str) -> tuple[int, int]:
+    """``sandbox.dp.bounds[column]`` (whole units) in fixed-point units of ``10^-scale``."""
+    from sandbox._dp import dp_policy
+
+    dp = dp_policy(contract)
+    if dp is None or column not in dp.bounds:
+        raise RunError(f"{contract.code}: no sandbox.dp.bounds for {column!r}; psi_sum refused")
+    lo, hi = dp.bounds[column]
+    m = 10 ** _scale(contract, column)
+    return int(lo) * m, int(hi) * m
+
+
+def clamp_ints(values: list[int], lo: int, hi: int) -> list[int]:
+    """Clamp exact integers to ``[lo, hi]`` (list[n] of int → list[n] of int)."""
+    return [lo if v < lo else hi if v > hi else v for v in values]
+
+
+def sum_sensitivity(lo: int, hi: int) -> int:
+    """L1 sensitivity of the intersection sum when each identifier's value is clamped to
+    ``[lo, hi]``: ``max(|lo|, |hi|, hi − lo)`` (≥ 1).
+
+    Removing one privacy unit removes one clamped value (≤ max(|lo|, |hi|)); if two raw
+    identifiers of the unit column normalize to the same canonical id their rows are merged
+    before clamping, and removing one changes the clamped value by ≤ hi − lo.
+    """
+    return max(1, abs(lo), abs(hi), hi - lo)
+
+
+def _laplace_noise(sensitivity: int, epsilon: Any) -> tuple[int, float]:
+    """One draw of OpenDP's exact discrete Laplace noise calibrated to ``(Δ, ε)``: the
+    mechanism applied to 0 (its output is 0 + η). Returns ``(η, scale)``."""
+    from privacy._dp import make_vector_laplace, release_vector
+
+    meas, scale = make_vector_laplace(sensitivity, epsilon)
+    (noise,) = release_vector(meas, [0])
+    return int(noise), float(scale)
+
+
+def _add_noise(data: bytes, n: int, noise: int, dp_doc: dict[str, Any]) -> bytes:
+    """The unmask response with ``masked := masked + noise mod n`` and the ``dp`` header."""
+    import base64
+
+    from privacy._blind import KIND_UNMASK_RESPONSE, pisum_pack, pisum_unpack
+
+    header, body = pisum_unpack(data, KIND_UNMASK_RESPONSE, "PSI-sum unmask response")
+    raw = base64.b64decode(header["masked"], validate=True)
+    masked = (int.from_bytes(raw, "big") + noise) % n
+    header = {
+        **header,
+        "masked": base64.b64encode(masked.to_bytes(len(raw), "big")).decode("ascii"),
+        "dp": dp_doc,
+    }
+    return pisum_pack(KIND_UNMASK_RESPONSE, header, body)
+
+
+def psi_sum_noise(data: bytes) -> dict[str, Any]:
+    """The DP terms of a released psi_sum reveal (the requester reads them beside its sum).
+
+    Args:
+        data: the reveal job's result (``application/x-govdx-psi-sum`` unmask response).
+
+    Returns:
+        ``{"mechanism": "discrete_laplace", "epsilon", "delta", "privacy_unit",
+        "sensitivity", "scale", "bounds", "value_scale", "confidence", "ci_halfwidth",
+        "ci_note"}``; sensitivity, scale, bounds and ci_halfwidth in units of
+        ``10^-value_scale`` of the value column (fen for ``tax_paid``).
+
+    Raises:
+        privacy.PsiError: not a PSI-sum unmask response. ValueError: one without DP terms.
+    """
+    from privacy._blind import KIND_UNMASK_RESPONSE, pisum_unpack
+
+    header, _ = pisum_unpack(data, KIND_UNMASK_RESPONSE, "PSI-sum unmask response")
+    if not isinstance(header.get("dp"), dict):
+        raise ValueError("PSI-sum unmask response carries no DP terms (无差分隐私说明)")
+    return dict(header["dp"])
 
 
 def _canonical(arr: pa.Array, element: str) -> pa.Array:

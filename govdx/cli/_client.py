@@ -331,6 +331,7 @@ def psi_sum_reveal_command(
         "sum": total,
         "scale": client._s.get("scale"),
         "unit": client._s.get("unit"),
+        "dp": _noise_terms(data),
     }
     if as_json:
         print_json(doc)
@@ -339,3 +340,21 @@ def psi_sum_reveal_command(
             f"intersection cardinality (交集数量): {client.cardinality}; sum (交集求和): {total} "
             f"× 10^-{doc['scale']} {doc['unit'] or ''}"
         )
+        if doc["dp"]:
+            dp = doc["dp"]
+            console.print(
+                f"  differential privacy (差分隐私): {dp['mechanism']}, ε = {dp['epsilon']}, "
+                f"noise scale {dp['scale']}, {float(dp['confidence']):.0%} CI ± "
+                f"{dp['ci_halfwidth']} (units of 10^-{dp['value_scale']}); each taxpayer's "
+                f"total clamped to {dp['bounds']}"
+            )
+
+
+def _noise_terms(data: bytes) -> dict | None:
+    """The DP terms a reveal result carries (None for a result without them)."""
+    try:
+        from sandbox._he import psi_sum_noise
+
+        return psi_sum_noise(data)
+    except (ValueError, GovdxError):
+        return None

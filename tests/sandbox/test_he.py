@@ -1,29 +1,51 @@
-"""psi_sum and he_sum jobs end to end: results equal the plaintext computation on seeded data
-(exact integers in fen, negatives included); the department never receives the requester's
-identifiers in the clear; bad input is refused before any encryption; small groups suppressed."""
+"""psi_sum and he_sum jobs end to end: he_sum results equal the plaintext computation on seeded
+data (exact integers in fen, negatives included); psi_sum releases the clamped intersection sum
+plus OpenDP discrete Laplace noise of the declared scale, charged to the DP ledger; the
+department never receives the requester's identifiers in the clear; bad input, missing bounds
+or budget are refused before any encryption; small groups suppressed."""
 
 from __future__ import annotations
 
 import json
 import random
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from sandbox_testdata import AGG_POLICY, publish_dataset, tax_contract, valid_usccs
 
-from privacy._blind import JoinRequest, PiSumClient
+from privacy._blind import KIND_UNMASK_REQUEST, JoinRequest, PiSumClient, pisum_pack
+from privacy._dp import laplace_accuracy
 from privacy._paillier import HeDecryptionError, PhePaillier, PublicKey
 from sandbox import PolicyRefused, Sandbox, decrypt_he_sum, parse_job_spec
+from sandbox._he import clamp_ints, psi_sum_noise, sum_sensitivity
+from sandbox._ledger import BudgetExceeded, budget_status
 
+#: clamp bounds of one taxpayer's total, whole 元 → [0, 10^8] fen; Δ = 10^8 fen
+BOUNDS_YUAN = (0, 1_000_000)
+DELTA_FEN = 100_000_000
+HE_DP = {
+    "epsilon_cap": "2001",
+    "per_query_epsilon_max": "1000",  # large only so a test can see the clamped sum sharply
+    "max_contributions": 1,
+    "bounds": {"tax_paid": list(BOUNDS_YUAN)},
+}
 HE_POLICY = {
     **AGG_POLICY,
     "allowed_computations": ["psi_sum", "he_sum"],
     "sum_columns": ["tax_paid"],
     "min_group_size_k": 10,
+    "dp": HE_DP,
 }
 CODE = "SWJ-H001"
+
+
+def he_contract(sandbox: dict, code: str = CODE, name: str = "tax_he"):
+    return tax_contract(sandbox=sandbox, code=code, name=name).model_copy(
+        update={"privacy_unit": "taxpayer_id"}
+    )
 
 
 def he_table(ids: list[str], seed: int = 11) -> pa.Table:
@@ -53,9 +75,7 @@ def fen(d: Decimal) -> int:
 
 @pytest.fixture
 def he_box(box: Sandbox, settings, ids) -> Sandbox:
-    publish_dataset(
-        settings, tax_contract(sandbox=HE_POLICY, code=CODE, name="tax_he"), he_table(ids)
-    )
+    publish_dataset(settings, he_contract(HE_POLICY), he_table(ids))
     return box
 
 
@@ -86,19 +106,59 @@ def run_approved(box: Sandbox, s) -> dict:
 PSI_PARAMS = {"column": "taxpayer_id", "value_column": "tax_paid", "max_items": 100}
 
 
-def test_psi_sum_equals_plaintext_and_hides_identifiers(he_box, tmp_path, ids):
+def per_id_fen(table: pa.Table) -> dict[str, int]:
+    """Each taxpayer's exact total in fen (rows summed per id), before clamping."""
+    out: dict[str, int] = {}
+    for x, v in zip(table["taxpayer_id"].to_pylist(), table["tax_paid"].to_pylist(), strict=True):
+        out[x] = out.get(x, 0) + fen(v)
+    return out
+
+
+def clamped_fen(total: int) -> int:
+    lo, hi = (b * 100 for b in BOUNDS_YUAN)
+    return min(max(total, lo), hi)
+
+
+def join_and_reveal(box: Sandbox, tmp_path: Path, mine: list[str], epsilon: str):
+    """Run the join and the reveal for the requester's set; (client, reveal job, result bytes)."""
+    client, request, rejected = PiSumClient.create(mine, element="uscc")
+    assert rejected == []
+    (tmp_path / "j.bin").write_bytes(request.to_bytes())
+    job = run_approved(
+        box, spec({"name": "psi_sum", "params": PSI_PARAMS}, {"request": str(tmp_path / "j.bin")})
+    )
+    assert job["state"] == "succeeded", job["reason"]
+    (tmp_path / "u.bin").write_bytes(client.finish(box.result(job["id"], user="bank").data))
+    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": job["id"], "epsilon": epsilon}
+    job2 = run_approved(
+        box, spec({"name": "psi_sum", "params": reveal}, {"request": str(tmp_path / "u.bin")})
+    )
+    assert job2["state"] == "succeeded", job2["reason"]
+    return client, job2, box.result(job2["id"], user="bank").data
+
+
+def test_clamp_and_sensitivity_exact():
+    assert clamp_ints([-5, 0, 7, 10, 11, 10**30], 0, 10) == [0, 0, 7, 10, 10, 10]
+    assert sum_sensitivity(0, DELTA_FEN) == DELTA_FEN
+    assert sum_sensitivity(-30, 10) == 40  # merged ids straddling 0: hi − lo
+    assert sum_sensitivity(-30, -10) == 30
+    assert sum_sensitivity(0, 0) == 1
+
+
+def test_psi_sum_equals_clamped_sum_plus_noise_and_hides_identifiers(he_box, tmp_path, ids):
     table = he_table(ids)
+    totals = per_id_fen(table)
     others = valid_usccs(15, seed=99)
     mine = ids[:25] + others
     raw = [f"  {x.lower()} " if i % 5 == 0 else x for i, x in enumerate(mine)]
-    expected = sum(
-        fen(v)
-        for x, v in zip(
-            table["taxpayer_id"].to_pylist(), table["tax_paid"].to_pylist(), strict=True
-        )
-        if x in set(ids[:25])
-    )
+    exact = sum(totals[x] for x in ids[:25])
+    expected = sum(clamped_fen(totals[x]) for x in ids[:25])
     assert any(fen(v) < 0 for v in table["tax_paid"].to_pylist())
+    # ε = 1000 → scale = Δ/ε = 10^5 fen; 30 scales (P(|η| > 30·scale) ≈ e^-30) is far below
+    # what clamping changes here, so the check sees the clamped, per-taxpayer sum exactly
+    scale = DELTA_FEN / 1000
+    tol = 30 * scale
+    assert abs(exact - expected) > 10 * tol
 
     client, request, rejected = PiSumClient.create(raw, element="uscc")
     assert rejected == []
@@ -125,10 +185,12 @@ def test_psi_sum_equals_plaintext_and_hides_identifiers(he_box, tmp_path, ids):
     assert client.cardinality == 25
     um = tmp_path / "unmask.bin"
     um.write_bytes(unmask)
-    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": join_id}
+    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": join_id, "epsilon": "1000"}
     job2 = run_approved(he_box, spec({"name": "psi_sum", "params": reveal}, {"request": str(um)}))
     assert job2["state"] == "succeeded", job2["reason"]
-    assert client.reveal(he_box.result(job2["id"], user="bank").data) == expected
+    assert job2["result"]["summary"]["scale"] == scale
+    released = client.reveal(he_box.result(job2["id"], user="bank").data)
+    assert abs(released - expected) <= tol
     # one reveal per join: the department key is gone
     job3 = run_approved(he_box, spec({"name": "psi_sum", "params": reveal}, {"request": str(um)}))
     assert job3["state"] == "failed" and "one reveal per join" in job3["reason"]
@@ -144,7 +206,7 @@ def test_psi_sum_tampered_unmask_fails(he_box, tmp_path, ids):
     unmask = bytearray(client.finish(he_box.result(job["id"], user="bank").data))
     unmask[-3] ^= 0x40  # flip a bit of the masked ciphertext
     (tmp_path / "u.bin").write_bytes(bytes(unmask))
-    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": job["id"]}
+    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": job["id"], "epsilon": "1/2"}
     job2 = run_approved(
         he_box, spec({"name": "psi_sum", "params": reveal}, {"request": str(tmp_path / "u.bin")})
     )
@@ -283,3 +345,127 @@ def test_psi_sum_refusals(he_box, tmp_path, ids):
             ),
             user="bank",
         )
+
+
+def test_psi_sum_padding_attack_gets_noise_of_declared_scale_and_is_charged(he_box, tmp_path, ids):
+    """One real taxpayer padded with 11 made-up identifiers (set ≥ k): the reveal returns its
+    clamped total plus discrete Laplace noise at Δ = 10^8 fen, ε = 1/2 (scale 2·10^8 fen)."""
+    target = ids[0]
+    true = clamped_fen(per_id_fen(he_table(ids))[target])
+    mine = [target, *valid_usccs(11, seed=123)]
+    client, job2, data = join_and_reveal(he_box, tmp_path, mine, "1/2")
+    assert client.cardinality == 1
+    terms = psi_sum_noise(data)
+    assert terms["mechanism"] == "discrete_laplace"
+    assert (terms["epsilon"], terms["delta"]) == ("1/2", "0")
+    assert terms["sensitivity"] == DELTA_FEN and terms["bounds"] == [0, DELTA_FEN]
+    assert terms["scale"] == 2 * DELTA_FEN and terms["value_scale"] == 2
+    assert terms["privacy_unit"] == "taxpayer_id" and terms["confidence"] == 0.95
+    assert terms["ci_halfwidth"] == laplace_accuracy(2 * DELTA_FEN, 0.95) > 5 * DELTA_FEN
+    summary = job2["result"]["summary"]
+    assert (summary["epsilon"], summary["mechanism"], summary["scale"]) == (
+        "1/2",
+        "discrete_laplace",
+        2 * DELTA_FEN,
+    )
+    released = client.reveal(data)
+    # P(η = 0) = tanh(1/(2·scale)) ≈ 2.5·10^-9: the exact value is not returned
+    assert released != true
+    assert abs(released - true) <= 40 * 2 * DELTA_FEN  # P ≈ e^-40 to fail by chance
+    # the ledger was charged ε = 1/2 at the reveal (spent on release); the join cost nothing
+    with he_box.factory() as s:
+        st = budget_status(
+            s, requester="bank", dataset=CODE, epsilon_cap=Fraction(2001), delta_cap=Fraction(0)
+        )
+    assert (st.epsilon_spent, st.epsilon_held, st.delta_spent) == (Fraction(1, 2), 0, 0)
+
+
+def _fake_unmask(tmp_path: Path) -> str:
+    p = tmp_path / "fake_unmask.bin"
+    p.write_bytes(pisum_pack(KIND_UNMASK_REQUEST, {"join_sm3": "0" * 64}, b"\x01"))
+    return str(p)
+
+
+def test_psi_sum_reveal_budget_refusals(he_box, tmp_path):
+    req = _fake_unmask(tmp_path)
+    base = {**PSI_PARAMS, "phase": "reveal", "join_job": "A" * 22}
+    with pytest.raises(PolicyRefused, match="the reveal phase spends ε"):
+        he_box.submit(spec({"name": "psi_sum", "params": base}, {"request": req}), user="bank")
+    with pytest.raises(PolicyRefused, match=r"ε = 1001 is above the per-query maximum 1000"):
+        he_box.submit(
+            spec({"name": "psi_sum", "params": {**base, "epsilon": "1001"}}, {"request": req}),
+            user="bank",
+        )
+    for eps in ("1000", "1000"):  # reserved at submit: 2000 of 2001
+        he_box.submit(
+            spec({"name": "psi_sum", "params": {**base, "epsilon": eps}}, {"request": req}),
+            user="bank",
+        )
+    with pytest.raises(BudgetExceeded, match=r"asks ε = 3/2.*remaining ε = 1 "):
+        he_box.submit(
+            spec({"name": "psi_sum", "params": {**base, "epsilon": "3/2"}}, {"request": req}),
+            user="bank",
+        )
+    with he_box.factory() as s:
+        st = budget_status(
+            s, requester="bank", dataset=CODE, epsilon_cap=Fraction(2001), delta_cap=Fraction(0)
+        )
+    assert (st.epsilon_spent, st.epsilon_held) == (0, 2000)
+
+
+def test_psi_sum_join_epsilon_refused(he_box, tmp_path, ids):
+    _, request, _ = PiSumClient.create(ids[:12], element="uscc")
+    (tmp_path / "j.bin").write_bytes(request.to_bytes())
+    with pytest.raises(PolicyRefused, match="only the reveal phase spends ε"):
+        he_box.submit(
+            spec(
+                {"name": "psi_sum", "params": {**PSI_PARAMS, "epsilon": "1/2"}},
+                {"request": str(tmp_path / "j.bin")},
+            ),
+            user="bank",
+        )
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "unit", "match"),
+    [
+        pytest.param(
+            {k: v for k, v in HE_POLICY.items() if k != "dp"},
+            "taxpayer_id",
+            "has no sandbox.dp block",
+            id="no-dp-block",
+        ),
+        pytest.param(
+            {**HE_POLICY, "dp": {**HE_DP, "bounds": {}}},
+            "taxpayer_id",
+            r"'tax_paid' has no clamp bounds \(sandbox\.dp\.bounds\)",
+            id="no-bounds",
+        ),
+        pytest.param(HE_POLICY, None, "declares no privacy_unit", id="no-privacy-unit"),
+    ],
+)
+def test_psi_sum_without_bounds_or_unit_refused(box, settings, tmp_path, ids, sandbox, unit, match):
+    contract = tax_contract(sandbox=sandbox, code="SWJ-H003", name="tax_nodp").model_copy(
+        update={"privacy_unit": unit}
+    )
+    publish_dataset(settings, contract, he_table(ids))
+    _, request, _ = PiSumClient.create(ids[:12], element="uscc")
+    (tmp_path / "j.bin").write_bytes(request.to_bytes())
+    for params, inp in (
+        (PSI_PARAMS, str(tmp_path / "j.bin")),
+        (
+            {**PSI_PARAMS, "phase": "reveal", "join_job": "A" * 22, "epsilon": "1/2"},
+            _fake_unmask(tmp_path),
+        ),
+    ):
+        s = parse_job_spec(
+            {
+                "purpose": "银税互动: 申请企业纳税总额",
+                "legal_basis": "企业授权书",
+                "dataset": "SWJ-H003",
+                "computation": {"name": "psi_sum", "params": params},
+                "inputs": {"request": inp},
+            }
+        )
+        with pytest.raises(PolicyRefused, match=match):
+            box.submit(s, user="bank")
