@@ -14,6 +14,11 @@
   ``min_group_size_k`` suppressed, each partition's partial vector packed and encrypted under the
   requester's Paillier public key (a job param), the partials added as ciphertexts; the
   requester decrypts with ``govdx client decrypt``.
+* ``he_cohort`` — ``he_sum`` over the rows of the private intersection with the requester's
+  blinded set (two jobs: ``phase: offer`` releases the dataset's ``H(y)^b``; the requester
+  re-blinds them (:func:`cohort_reply`); ``phase: sum`` marks the matched rows, refuses a cohort
+  under k and encrypts the grouped totals). The sandbox learns which rows matched, so it needs
+  ``sandbox.psi_keep_cohort_allowed`` (docs/he.md "Cohorts: why and how").
 
 Values are exact integers in fixed-point units: a ``decimal(p, s)`` column is read as integers of
 ``10^-s`` of its unit (``tax_paid`` decimal(18,2) 元 → fen); ``integer`` columns as is. Bad input
@@ -45,11 +50,14 @@ from sandbox._computations import (
 from sandbox._errors import PolicyRefused, RunError
 
 __all__ = [
+    "HeCohort",
+    "HeCohortParams",
     "HeSum",
     "HeSumParams",
     "PsiSum",
     "PsiSumParams",
     "clamp_ints",
+    "cohort_reply",
     "decrypt_he_sum",
     "fixed_point_ints",
     "psi_sum_noise",
@@ -708,75 +716,80 @@ class HeSum(Computation):
 
     @classmethod
     def run(cls, ctx: RunContext) -> Output:
-        from privacy._paillier import EncryptedVector, HeError, PublicKey
+        return _encrypted_totals(ctx, ctx.table, ctx.params)
 
-        p: HeSumParams = ctx.params
-        k = ctx.policy.min_group_size_k
-        pk = PublicKey.from_json(p.public_key)
-        table = ctx.table.filter(pc.is_valid(ctx.table[p.value_column]))
-        if table.num_rows < k:
-            raise RunError(
-                f"cohort of {table.num_rows} rows is under sandbox.min_group_size_k = {k} "
-                "(群体规模低于 k); nothing was encrypted"
-            )
-        scale = _scale(ctx.contract, p.value_column)
-        exact = table.set_column(
-            table.schema.get_field_index(p.value_column),
-            p.value_column,
-            _exact(_unexact(table[p.value_column])),
+
+def _encrypted_totals(
+    ctx: RunContext, table: pa.Table, p: HeSumParams, extra: dict[str, Any] | None = None
+) -> Output:
+    """The he_sum core over ``table`` (the whole version, or a cohort's rows)."""
+    from privacy._paillier import EncryptedVector, HeError, PublicKey
+
+    k = ctx.policy.min_group_size_k
+    pk = PublicKey.from_json(p.public_key)
+    table = table.filter(pc.is_valid(table[p.value_column]))
+    if table.num_rows < k:
+        raise RunError(
+            f"cohort of {table.num_rows} rows is under sandbox.min_group_size_k = {k} "
+            "(群体规模低于 k); nothing was encrypted"
         )
-        counts = _group(exact, p.group_by, None)
-        released = counts.filter(pc.greater_equal(counts["n"], k))
-        suppressed = counts.num_rows - released.num_rows
-        released = (
-            released.sort_by([(c, "ascending") for c in p.group_by]) if p.group_by else released
-        )
-        released = released.slice(0, ctx.policy.max_output_rows)
-        keys = [tuple(r[c] for c in p.group_by) for r in released.select(p.group_by).to_pylist()]
-        index = {key: i for i, key in enumerate(keys)}
-        # partial vectors: one per partition (as separate department workers would produce)
-        rows = exact.num_rows
-        step = -(-rows // p.partitions)
-        total: EncryptedVector | None = None
-        try:
-            for start in range(0, rows, step):
-                part = _group(exact.slice(start, step), p.group_by, p.value_column)
-                vec = [0] * len(keys)
-                sums = fixed_point_ints(_unexact(part["s"]), scale)
-                for r, s in zip(part.select(p.group_by).to_pylist(), sums, strict=True):
-                    i = index.get(tuple(r[c] for c in p.group_by))
-                    if i is not None and s is not None:
-                        vec[i] = s
-                enc = EncryptedVector.encrypt(vec, pk, processes=2)
-                total = enc if total is None else total + enc  # the aggregator's addition
-        except HeError as exc:
-            raise RunError(f"he_sum: {exc}") from exc
-        assert total is not None
-        doc = {
-            "format": "govdx-he-sum",
-            "group_by": p.group_by,
-            "groups": [list(key) for key in keys],
-            "n": released["n"].to_pylist(),
-            "k": k,
+    scale = _scale(ctx.contract, p.value_column)
+    exact = table.set_column(
+        table.schema.get_field_index(p.value_column),
+        p.value_column,
+        _exact(_unexact(table[p.value_column])),
+    )
+    counts = _group(exact, p.group_by, None)
+    released = counts.filter(pc.greater_equal(counts["n"], k))
+    suppressed = counts.num_rows - released.num_rows
+    released = released.sort_by([(c, "ascending") for c in p.group_by]) if p.group_by else released
+    released = released.slice(0, ctx.policy.max_output_rows)
+    keys = [tuple(r[c] for c in p.group_by) for r in released.select(p.group_by).to_pylist()]
+    index = {key: i for i, key in enumerate(keys)}
+    # partial vectors: one per partition (as separate department workers would produce)
+    rows = exact.num_rows
+    step = -(-rows // p.partitions)
+    total: EncryptedVector | None = None
+    try:
+        for start in range(0, rows, step):
+            part = _group(exact.slice(start, step), p.group_by, p.value_column)
+            vec = [0] * len(keys)
+            sums = fixed_point_ints(_unexact(part["s"]), scale)
+            for r, s in zip(part.select(p.group_by).to_pylist(), sums, strict=True):
+                i = index.get(tuple(r[c] for c in p.group_by))
+                if i is not None and s is not None:
+                    vec[i] = s
+            enc = EncryptedVector.encrypt(vec, pk, processes=2)
+            total = enc if total is None else total + enc  # the aggregator's addition
+    except HeError as exc:
+        raise RunError(f"he_sum: {exc}") from exc
+    assert total is not None
+    doc = {
+        "format": "govdx-he-sum",
+        "group_by": p.group_by,
+        "groups": [list(key) for key in keys],
+        "n": released["n"].to_pylist(),
+        "k": k,
+        "suppressed_groups": suppressed,
+        "value_column": p.value_column,
+        "scale": scale,
+        "unit": _unit(ctx.contract, p.value_column),
+        "sums": total.to_dict(),
+    }
+    data = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return Output(
+        data,
+        MEDIA_HE_SUM,
+        table=released.select([*p.group_by, "n"]),
+        summary={
+            "groups": len(keys),
             "suppressed_groups": suppressed,
-            "value_column": p.value_column,
-            "scale": scale,
-            "unit": _unit(ctx.contract, p.value_column),
-            "sums": total.to_dict(),
-        }
-        data = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        return Output(
-            data,
-            MEDIA_HE_SUM,
-            table=released.select([*p.group_by, "n"]),
-            summary={
-                "groups": len(keys),
-                "suppressed_groups": suppressed,
-                "partitions": total.terms,
-                "ciphertexts": len(total.ciphertexts),
-                "key_fingerprint": pk.fingerprint,
-            },
-        )
+            "partitions": total.terms,
+            "ciphertexts": len(total.ciphertexts),
+            "key_fingerprint": pk.fingerprint,
+            **(extra or {}),
+        },
+    )
 
 
 def _group(table: pa.Table, by: list[str], value: str | None) -> pa.Table:
@@ -827,3 +840,313 @@ def decrypt_he_sum(doc: dict[str, Any] | bytes, sk: Any) -> dict[str, Any]:
         "unit": doc["unit"],
         "suppressed_groups": doc["suppressed_groups"],
     }
+
+
+# --- he_cohort: he_sum over the rows a requester's blinded set matches ---------------------------
+COHORT_STATE_FILE = "he_cohort.json"
+#: message kinds of the cohort exchange (the PSI-sum envelope, docs/he.md "Cohorts")
+KIND_COHORT_OFFER = ord("C")
+KIND_COHORT_REPLY = ord("D")
+MEDIA_HE_COHORT = "application/x-govdx-he-cohort"
+
+
+class HeCohortParams(BaseModel):
+    """Params of ``he_cohort`` (docs/he.md "Cohorts: why and how").
+
+    Attributes:
+        phase: ``offer`` (job 1: input ``request`` = the requester's blinded set ``H(x)^a``)
+            or ``sum`` (job 2: input ``request`` = the requester's re-blinded offer).
+        column: the dataset's identifier column matched (as for ``psi``).
+        max_items: the requester's set size bound (items).
+        offer_job: sum phase: id of the offer job.
+        value_column, group_by, public_key, partitions: sum phase: as for ``he_sum``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phase: Literal["offer", "sum"] = "offer"
+    column: str = Field(min_length=1)
+    max_items: int = Field(gt=0)
+    offer_job: str | None = None
+    value_column: str | None = None
+    group_by: list[str] = Field(default_factory=list, max_length=2)
+    public_key: str | None = Field(default=None, min_length=1, max_length=20_000)
+    partitions: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("offer_job")
+    @classmethod
+    def _job_id(cls, v: str | None) -> str | None:
+        if v is not None and not _JOB_ID.match(v):
+            raise ValueError("offer_job must be a sandbox job id")
+        return v
+
+    def he_sum(self) -> HeSumParams:
+        """The ``he_sum`` params of the sum phase. Raises ValueError (pydantic) if incomplete."""
+        return HeSumParams(
+            value_column=self.value_column or "",
+            group_by=self.group_by,
+            public_key=self.public_key or "",
+            partitions=self.partitions,
+        )
+
+
+def cohort_reply(offer: bytes, key: bytes, *, processes: int = 1) -> bytes:
+    """The requester's step between the two ``he_cohort`` jobs (on its own machine).
+
+    Args:
+        offer: the offer job's result (kind ``C``: the department's ``H(y)^b``, sorted).
+        key: the requester's 32-byte blinding key ``a`` (the one its request was blinded with).
+        processes: worker processes for the re-blinding.
+
+    Returns:
+        The reply (kind ``D``): ``H(y)^(ba)`` in the offer's order, the sum job's ``request``.
+
+    Raises:
+        privacy.PsiError: a malformed offer, library failure.
+    """
+    from privacy._blind import POINT_BYTES, PsiError, pisum_pack, pisum_unpack, reblind
+
+    header, body = pisum_unpack(offer, KIND_COHORT_OFFER, "he_cohort offer")
+    n = header.get("items")
+    if not isinstance(n, int) or len(body) != n * POINT_BYTES:
+        raise PsiError("he_cohort offer: body size does not match 'items'")
+    pts = [body[i : i + POINT_BYTES] for i in range(0, len(body), POINT_BYTES)]
+    out = reblind(pts, key, processes=processes)
+    head = {"items": n, "offer_sm3": header.get("offer_sm3")}
+    return pisum_pack(KIND_COHORT_REPLY, head, b"".join(out))
+
+
+@register_computation
+class HeCohort(Computation):
+    """Encrypted totals over a private cohort (隐私群体密文求和), two jobs (docs/he.md).
+
+    Job 1 (``offer``) re-blinds the requester's set ``H(x)^a`` to ``Z = {H(x)^(ab)}`` (kept in
+    the job's state, never released) and releases the dataset's ``H(y)^b``, sorted. The
+    requester re-blinds those with ``a`` and sends them back in order (:func:`cohort_reply`);
+    job 2 (``sum``) marks the rows whose ``H(y)^(ba)`` is in ``Z`` — the cohort ``X ∩ Y`` —
+    refuses a cohort under k, and runs ``he_sum`` over its rows. Needs
+    ``sandbox.psi_keep_cohort_allowed``: the sandbox learns which rows matched.
+    """
+
+    name = "he_cohort"
+    kind = "psi"
+    Params = HeCohortParams
+    required_inputs = frozenset({"request"})
+
+    @classmethod
+    def check(cls, params: HeCohortParams, contract: Contract, policy: Any) -> list[str]:
+        from pydantic import ValidationError
+
+        from sandbox._policy import IDENTIFIER_ELEMENTS
+
+        reasons: list[str] = []
+        if not policy.psi_keep_cohort_allowed:
+            reasons.append(
+                f"computation.name: he_cohort lets the sandbox learn which rows of "
+                f"{contract.code} the requester holds; not allowed "
+                "(sandbox.psi_keep_cohort_allowed = false, 未批准保留交集群体)"
+            )
+        f, r = _field_or_reason(contract, params.column, "computation.params.column")
+        reasons += r
+        if f is not None:
+            allowed = policy.psi_columns
+            if allowed is None:
+                allowed = [x.name for x in contract.fields if x.element in IDENTIFIER_ELEMENTS]
+            if params.column not in allowed:
+                reasons.append(
+                    f"computation.params.column: PSI is not allowed on column {params.column!r} "
+                    f"of {contract.code} (allowed: {allowed})"
+                )
+        if params.max_items > policy.psi_max_items:
+            reasons.append(
+                f"computation.params.max_items: {params.max_items} items exceeds the cap of "
+                f"{policy.psi_max_items} (sandbox.psi_max_items, 求交集合规模上限)"
+            )
+        if params.phase == "offer":
+            if params.offer_job is not None or params.value_column or params.public_key:
+                reasons.append(
+                    "computation.params: the offer phase takes column and max_items only "
+                    "(offer_job, value_column, public_key belong to the sum phase)"
+                )
+            return reasons
+        if params.offer_job is None:
+            reasons.append("computation.params.offer_job: the sum phase names its offer job")
+        try:
+            he = params.he_sum()
+        except ValidationError:
+            return [
+                *reasons,
+                "computation.params: the sum phase needs value_column and public_key",
+            ]
+        return reasons + HeSum.check(he, contract, policy)
+
+    @classmethod
+    def check_quota(cls, params: HeCohortParams, policy: Any, usage: Any) -> list[str]:
+        if (
+            params.phase == "offer"
+            and usage.psi_items + params.max_items > policy.psi_items_per_day
+        ):
+            return [
+                f"quota: {usage.psi_items} + {params.max_items} PSI items in 24 h exceeds "
+                f"sandbox.psi_items_per_day = {policy.psi_items_per_day} (求交配额)"
+            ]
+        return []
+
+    @classmethod
+    def columns(cls, params: HeCohortParams, contract: Contract) -> list[str]:
+        if params.phase == "offer":
+            return [params.column]
+        return list(dict.fromkeys([params.column, *params.group_by, params.value_column or ""]))
+
+    @classmethod
+    def check_inputs(cls, params: HeCohortParams, inputs: dict[str, bytes]) -> list[str]:
+        from privacy._blind import JoinRequest, PsiError, pisum_unpack
+
+        data = inputs["request"]
+        try:
+            if params.phase == "sum":
+                pisum_unpack(data, KIND_COHORT_REPLY, "he_cohort reply")
+                return []
+            request = JoinRequest.from_bytes(data)
+        except PsiError as exc:
+            return [f"inputs.request: not a well-formed he_cohort {params.phase} message ({exc})"]
+        if len(request.points) > params.max_items:
+            return [
+                f"inputs.request: the request holds {len(request.points)} items, more than "
+                f"computation.params.max_items = {params.max_items}"
+            ]
+        return []
+
+    @classmethod
+    def run(cls, ctx: RunContext) -> Output:
+        if ctx.params.phase == "sum":
+            return cls._sum(ctx)
+        return cls._offer(ctx)
+
+    @classmethod
+    def _element(cls, ctx: RunContext) -> str:
+        from privacy._psi import PSI_ELEMENTS
+
+        element = ctx.contract.field(ctx.params.column).element
+        return element if element in PSI_ELEMENTS else "identifier"
+
+    @classmethod
+    def _blinded_ids(cls, ctx: RunContext, b: bytes) -> tuple[list[str], list[bytes]]:
+        """Distinct canonical ids of the column and their ``H(y)^b``, sorted by point."""
+        from privacy._blind import blind
+
+        col = _unexact(ctx.table[ctx.params.column])
+        ids = pc.unique(pc.drop_null(_canonical(col, cls._element(ctx)))).to_pylist()
+        pts = blind(ids, b, processes=2)
+        order = sorted(range(len(ids)), key=pts.__getitem__)
+        return [ids[i] for i in order], [pts[i] for i in order]
+
+    @classmethod
+    def _offer(cls, ctx: RunContext) -> Output:
+        import base64
+
+        from privacy._blind import JoinRequest, new_blinding_key, pisum_pack, reblind
+        from privacy._digest import sm3_hex
+
+        p: HeCohortParams = ctx.params
+        request = JoinRequest.from_bytes(ctx.inputs["request"].read_bytes())
+        n_items = len(request.points)
+        cap = min(p.max_items, ctx.policy.psi_max_items)
+        if n_items > cap:
+            raise RunError(f"he_cohort request holds {n_items} items, over the cap of {cap}")
+        k = ctx.policy.min_group_size_k
+        if n_items < k:
+            raise RunError(
+                f"he_cohort request holds {n_items} items, under sandbox.min_group_size_k = "
+                f"{k} (集合规模低于 k)"
+            )
+        if request.element != cls._element(ctx):
+            raise RunError(
+                f"he_cohort request was normalized as {request.element!r}, column "
+                f"{p.column!r} is {cls._element(ctx)!r}"
+            )
+        b = new_blinding_key()
+        z = sorted(set(reblind(request.points, b, processes=2)))
+        _, w = cls._blinded_ids(ctx, b)
+        body = b"".join(w)
+        offer_sm3 = sm3_hex(body)
+        data = pisum_pack(
+            KIND_COHORT_OFFER,
+            {"curve": "P-256", "items": len(w), "offer_sm3": offer_sm3},
+            body,
+        )
+        state = ctx.inputs["request"].parent.parent / STATE_DIR
+        state.mkdir(mode=0o700, exist_ok=True)
+        doc = {
+            "dataset": ctx.contract.code,
+            "column": p.column,
+            "key_b64": base64.b64encode(b).decode("ascii"),
+            "offer_sm3": offer_sm3,
+            "z_b64": base64.b64encode(b"".join(z)).decode("ascii"),
+        }
+        fd = os.open(state / COHORT_STATE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+        return Output(
+            data,
+            MEDIA_HE_COHORT,
+            summary={"phase": "offer", "client_items": n_items, "offered": len(w)},
+        )
+
+    @classmethod
+    def _sum(cls, ctx: RunContext) -> Output:
+        import base64
+
+        from privacy._blind import POINT_BYTES, PsiError, pisum_unpack
+        from privacy._digest import sm3_hex
+
+        p: HeCohortParams = ctx.params
+        assert p.offer_job is not None
+        path = ctx.inputs["request"].parent.parent.parent / p.offer_job / STATE_DIR
+        path = path / COHORT_STATE_FILE
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunError(
+                f"offer job {p.offer_job}: no he_cohort state (not an offer, or already used: "
+                "one sum per offer, 每次求交仅可求和一次)"
+            ) from exc
+        path.unlink()  # one sum per offer, whatever its outcome
+        if doc.get("dataset") != ctx.contract.code or doc.get("column") != p.column:
+            raise RunError(f"offer job {p.offer_job} ran on another dataset or column")
+        try:
+            header, body = pisum_unpack(
+                ctx.inputs["request"].read_bytes(), KIND_COHORT_REPLY, "he_cohort reply"
+            )
+        except PsiError as exc:
+            raise RunError(str(exc)) from exc
+        if header.get("offer_sm3") != doc["offer_sm3"]:
+            raise RunError("he_cohort reply answers another offer (响应与请求不匹配)")
+        b = base64.b64decode(doc["key_b64"])
+        ids, w = cls._blinded_ids(ctx, b)
+        if sm3_hex(b"".join(w)) != doc["offer_sm3"]:
+            raise RunError(
+                f"the dataset's {p.column!r} changed since offer job {p.offer_job}; offer again"
+            )
+        if len(body) != len(w) * POINT_BYTES:
+            raise RunError(f"he_cohort reply: {len(body)} bytes, {len(w)} × {POINT_BYTES} expected")
+        reply = [body[i : i + POINT_BYTES] for i in range(0, len(body), POINT_BYTES)]
+        if len(set(reply)) != len(reply):
+            raise RunError("he_cohort reply repeats a point: not a re-blinding of the offer")
+        zb = base64.b64decode(doc["z_b64"])
+        z = {zb[i : i + POINT_BYTES] for i in range(0, len(zb), POINT_BYTES)}
+        cohort = [ids[i] for i, q in enumerate(reply) if q in z]
+        k = ctx.policy.min_group_size_k
+        if len(cohort) < k:
+            raise RunError(
+                f"cohort of {len(cohort)} identifiers is under sandbox.min_group_size_k = {k} "
+                "(群体规模低于 k); nothing was encrypted"
+            )
+        canon = _canonical(_unexact(ctx.table[p.column]), cls._element(ctx))
+        mask = pc.fill_null(pc.is_in(canon, value_set=pa.array(cohort, pa.string())), False)
+        return _encrypted_totals(
+            ctx,
+            ctx.table.filter(mask),
+            p.he_sum(),
+            extra={"phase": "sum", "cohort": len(cohort)},
+        )

@@ -54,6 +54,8 @@ class SandboxPolicy(BaseModel):
             job: a set of one would answer "is this enterprise a taxpayer here?". Padding with
             made-up identifiers defeats it, so quotas and approvals still matter (docs/psi.md).
         psi_reveal_allowed: the intersection itself may be revealed (else cardinality only).
+        psi_keep_cohort_allowed: ``he_cohort`` may run: the sandbox (platform) learns which of
+            the dataset's rows the requester holds (a declared leakage, docs/he.md "Cohorts").
         min_group_size_k: k, the smallest group a released aggregate may show (≥ 2).
         quota_jobs_per_day: jobs per requester and dataset in 24 h.
         max_output_rows: rows of a released table.
@@ -76,6 +78,7 @@ class SandboxPolicy(BaseModel):
     psi_items_per_day: int = Field(default=200_000, ge=1)
     psi_min_items: int = Field(default=10, ge=1)
     psi_reveal_allowed: bool = False
+    psi_keep_cohort_allowed: bool = False  # he_cohort: the sandbox learns the matched rows
     min_group_size_k: int = Field(default=10, ge=2)
     quota_jobs_per_day: int = Field(default=5, ge=1)
     max_output_rows: int = Field(default=10_000, ge=1)

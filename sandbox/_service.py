@@ -178,7 +178,11 @@ class Sandbox:
         items = 0
         for comp, spec in rows:  # identifier sets sent for intersection count to the quota
             params = json.loads(spec)["computation"]["params"]
-            if comp == "psi" or (comp == "psi_sum" and params.get("phase", "join") == "join"):
+            if (
+                comp == "psi"
+                or (comp == "psi_sum" and params.get("phase", "join") == "join")
+                or (comp == "he_cohort" and params.get("phase", "offer") == "offer")
+            ):
                 items += int(params.get("max_items", 0))
         return Usage(jobs=len(rows), psi_items=items)
 

@@ -469,3 +469,147 @@ def test_psi_sum_without_bounds_or_unit_refused(box, settings, tmp_path, ids, sa
         )
         with pytest.raises(PolicyRefused, match=match):
             box.submit(s, user="bank")
+
+
+# --- he_cohort: he_sum over the private intersection (docs/he.md "Cohorts") ----------------------
+COHORT_CODE = "SWJ-H003"
+COHORT_POLICY = {
+    **HE_POLICY,
+    "allowed_computations": ["psi_sum", "he_sum", "he_cohort"],
+    "psi_keep_cohort_allowed": True,
+}
+COHORT_PARAMS = {"column": "taxpayer_id", "max_items": 100}
+
+
+def cohort_spec(comp: dict, inputs: dict, code: str = COHORT_CODE):
+    return parse_job_spec(
+        {
+            "purpose": "银税互动: 申请企业分区纳税总额",
+            "legal_basis": "企业授权书",
+            "dataset": code,
+            "computation": comp,
+            "inputs": inputs,
+        }
+    )
+
+
+def cohort_request(mine: list[str]) -> tuple[bytes, bytes]:
+    """The requester's blinded set (what it sends) and its blinding key a (what it keeps)."""
+    from privacy._blind import blind, new_blinding_key
+    from privacy._psi import normalize_identifiers
+
+    a = new_blinding_key()
+    items = normalize_identifiers(mine, element="uscc").items
+    return JoinRequest("uscc", sorted(blind(items, a))).to_bytes(), a
+
+
+def run_cohort(box: Sandbox, tmp_path: Path, mine: list[str], pk) -> tuple[dict, dict, bytes]:
+    from sandbox._he import cohort_reply
+
+    request, a = cohort_request(mine)
+    (tmp_path / "c.bin").write_bytes(request)
+    offer = run_approved(
+        box,
+        cohort_spec(
+            {"name": "he_cohort", "params": COHORT_PARAMS}, {"request": str(tmp_path / "c.bin")}
+        ),
+    )
+    assert offer["state"] == "succeeded", offer["reason"]
+    offered = box.result(offer["id"], user="bank").data
+    (tmp_path / "d.bin").write_bytes(cohort_reply(offered, a))
+    params = {
+        **COHORT_PARAMS,
+        "phase": "sum",
+        "offer_job": offer["id"],
+        "value_column": "tax_paid",
+        "group_by": ["district"],
+        "public_key": pk.to_json(),
+        "partitions": 2,
+    }
+    job = run_approved(
+        box,
+        cohort_spec({"name": "he_cohort", "params": params}, {"request": str(tmp_path / "d.bin")}),
+    )
+    return offer, job, offered
+
+
+@pytest.fixture
+def cohort_box(box: Sandbox, settings, ids) -> Sandbox:
+    contract = he_contract(COHORT_POLICY, code=COHORT_CODE, name="tax_cohort")
+    publish_dataset(settings, contract, he_table(ids))
+    return box
+
+
+def test_he_cohort_totals_equal_plaintext_over_the_intersection(cohort_box, tmp_path, ids, keys):
+    pk, sk = keys
+    table = he_table(ids)
+    # 14 members in 福田区/南山区 (28 rows), 1 member of 盐田区 (2 rows < k), 6 outsiders
+    members = ids[:14] + ids[-1:]
+    mine = members + valid_usccs(6, seed=77)
+    offer, job, offered = run_cohort(cohort_box, tmp_path, mine, pk)
+    for x in ids:  # the offer holds the department's ids blinded only
+        assert x.encode() not in offered
+    assert offer["result"]["summary"]["offered"] == 60
+    assert job["state"] == "succeeded", job["reason"]
+    assert job["result"]["summary"]["cohort"] == 15
+    out = decrypt_he_sum(cohort_box.result(job["id"], user="bank").data, sk)
+    expected: dict[str, list[int]] = {}
+    for x, d, v in zip(
+        table["taxpayer_id"].to_pylist(),
+        table["district"].to_pylist(),
+        table["tax_paid"].to_pylist(),
+        strict=True,
+    ):
+        if x in members:
+            n, s = expected.get(d, [0, 0])
+            expected[d] = [n + 1, s + fen(v)]
+    assert expected["盐田区"][0] == 2 and expected["福田区"][0] == 14
+    assert {r[0]: [r[1], r[2]] for r in out["rows"]} == {
+        d: ns for d, ns in expected.items() if ns[0] >= 10
+    }
+    assert out["suppressed_groups"] == 1
+    # one sum per offer: the state is gone
+    again = run_approved(
+        cohort_box,
+        cohort_spec(
+            {
+                "name": "he_cohort",
+                "params": {
+                    **COHORT_PARAMS,
+                    "phase": "sum",
+                    "offer_job": offer["id"],
+                    "value_column": "tax_paid",
+                    "public_key": pk.to_json(),
+                },
+            },
+            {"request": str(tmp_path / "d.bin")},
+        ),
+    )
+    assert again["state"] == "failed" and "one sum per offer" in again["reason"]
+
+
+def test_he_cohort_small_cohort_refused_before_encryption(cohort_box, tmp_path, ids, keys):
+    # 12 items pass the set-size check, but only 3 are taxpayers here: cohort 3 < k = 10
+    mine = ids[:3] + valid_usccs(9, seed=78)
+    offer, job, _ = run_cohort(cohort_box, tmp_path, mine, keys[0])
+    assert offer["state"] == "succeeded"
+    assert job["state"] == "failed"
+    assert "cohort of 3 identifiers is under sandbox.min_group_size_k = 10" in job["reason"]
+    assert not (cohort_box.job_dir(job["id"]) / "result" / "result.bin").exists()
+
+
+def test_he_cohort_needs_the_declared_leakage(he_box, tmp_path, ids):
+    # HE_POLICY leaves psi_keep_cohort_allowed at false (and he_cohort not allowed)
+    request, _ = cohort_request(ids[:12])
+    (tmp_path / "c.bin").write_bytes(request)
+    policy = {**HE_POLICY, "allowed_computations": ["he_sum", "he_cohort"]}
+    publish_dataset(
+        he_box.settings, he_contract(policy, code="SWJ-H004", name="tax_nocohort"), he_table(ids)
+    )
+    s = cohort_spec(
+        {"name": "he_cohort", "params": COHORT_PARAMS},
+        {"request": str(tmp_path / "c.bin")},
+        code="SWJ-H004",
+    )
+    with pytest.raises(PolicyRefused, match=r"sandbox\.psi_keep_cohort_allowed = false"):
+        he_box.submit(s, user="bank")
