@@ -266,6 +266,7 @@ def finish_transform(
     started: float,
     protect_fn=None,
     where: str = "",
+    spark=None,
 ) -> tuple[pa.Table | None, pa.Table, dict]:
     """The half of the transform both engines share: validate (quality suite), quarantine
     rows, quality gate, protect.
@@ -275,11 +276,13 @@ def finish_transform(
         protect_fn: ``(passed table) -> protected table``; default :func:`protect` in this
             process (the Spark engine passes its executor-side version).
         where: engine note for the progress line (e.g. " on Spark (2 cores)").
+        spark: the Spark engine's ``SparkSession``: the GX suite runs on GX's Spark data source
+            (see :func:`quality.check_table`); ``None``: on pandas.
 
     Returns:
         ``(protected table or None when the gate failed, quarantine rows, counts)``.
     """
-    result = validate(typed, contract, rows_in=rows_in, prior_rejects=prior)
+    result = validate(typed, contract, rows_in=rows_in, prior_rejects=prior, spark=spark)
     report(
         "transform",
         f"{rows_in:,} rows read ({encoding}){where}, "

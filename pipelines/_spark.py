@@ -19,6 +19,9 @@ implementation of any step. Plan of one run (details and trade-offs in docs/spar
     ◄─────────────────────────────────────
     the protected table, in source order → task_commit → one atomic Delta version (deltalake)
 
+The quality suite of ``validate()`` runs through Great Expectations' Spark data source
+(``SparkDFExecutionEngine``) in this session (see :func:`quality.check_table`, ``spark=``).
+
 Records are numbered exactly as the embedded reader numbers them (``_row`` is the physical line
 where a record starts) and the pieces are put back in source order, so both engines return the
 same rows, the same rejects in the same order, and the same scores.
@@ -554,6 +557,7 @@ def transform_spark(
             spark, passed, contract, keyring=keyring, file=file
         ),
         where=f" on Spark ({cores} cores)",
+        spark=spark,
     )
 
 

@@ -124,6 +124,7 @@ def validate(
     rows_in: int,
     prior_rejects: pa.Table | None = None,
     as_of: date | None = None,
+    spark: Any = None,
 ) -> ValidationResult:
     """Apply the contract's quality suite to a typed table (see :func:`quality.check_table`).
 
@@ -135,6 +136,8 @@ def validate(
             carried into the result with rule ``<field>.required`` (完整性) or ``<field>.type``
             (规范性).
         as_of: the ingestion date for date rules (default: today, Asia/Shanghai).
+        spark: a ``pyspark.sql.SparkSession`` to run the GX suite on GX's Spark data source
+            (the Spark engine); ``None``: on pandas in this process.
 
     Returns:
         A :class:`ValidationResult` whose ``rejects`` hold every reason found so far and whose
@@ -146,7 +149,7 @@ def validate(
     from quality import check_table
 
     outcome = check_table(
-        table, contract, rows_in=rows_in, prior_rejects=prior_rejects, as_of=as_of
+        table, contract, rows_in=rows_in, prior_rejects=prior_rejects, as_of=as_of, spark=spark
     )
     rejects = outcome.rejects.cast(REJECT_SCHEMA)
     checked = outcome.table

@@ -300,6 +300,9 @@ def _pandas_column(col: pa.ChunkedArray) -> Any:
     return col.to_pandas()
 
 
+_POS = "__pos__"  # row position column of the Spark frame (GX's unexpected_index_column_names)
+
+
 def _failed_positions(res: Any, n: int) -> np.ndarray:
     out = np.zeros(n, dtype=bool)
     idx = (res.result or {}).get("unexpected_index_list") or []
@@ -310,6 +313,32 @@ def _failed_positions(res: Any, n: int) -> np.ndarray:
     return out
 
 
+def _run_suite_on_spark(
+    spark: Any, name: str, frame: dict[str, Any], normalised: pa.Table, suite: Any
+) -> Any:
+    """The suite on GX's Spark data source over a Spark DataFrame of the same columns.
+
+    Check columns are the boolean masks; steward columns are the Arrow columns (decimals as
+    float64, as on pandas); ``__pos__`` (int64 row position) identifies failing rows.
+    """
+    from quality._gx import run_suite
+
+    n = normalised.num_rows
+    cols: dict[str, Any] = {}
+    for c, v in frame.items():
+        if isinstance(v, np.ndarray):
+            cols[c] = pa.array(v)
+        else:
+            col = normalised[c]
+            cols[c] = pc.cast(col, pa.float64()) if pa.types.is_decimal(col.type) else col
+    cols[_POS] = pa.array(np.arange(n, dtype=np.int64))
+    sdf = spark.createDataFrame(pa.table(cols))
+    try:
+        return run_suite(name, sdf, list(suite.expectations), index_column=_POS)
+    finally:
+        sdf.unpersist()
+
+
 def check_table(
     table: pa.Table,
     contract: Contract,
@@ -318,6 +347,7 @@ def check_table(
     prior_rejects: pa.Table | None = None,
     as_of: date | None = None,
     regions: RegionCodes | None = None,
+    spark: Any = None,
 ) -> QualityOutcome:
     """Run the contract's quality suite on a typed table.
 
@@ -329,6 +359,8 @@ def check_table(
             scores (规范性 / 完整性) and are returned in ``rejects``.
         as_of: ingestion date (default: today in Asia/Shanghai); dates after it are future.
         regions: GB/T 2260 codes; default the shipped list.
+        spark: a ``pyspark.sql.SparkSession``: run the GX suite on GX's Spark data source over
+            a Spark DataFrame of the same columns (same results); ``None``: on pandas.
 
     Returns:
         :class:`QualityOutcome`.
@@ -351,7 +383,7 @@ def check_table(
 
         from quality._gx import run_suite
 
-        frame = {_check_column(i): ~m.failed for i, m in enumerate(masks)}
+        frame: dict[str, Any] = {_check_column(i): ~m.failed for i, m in enumerate(masks)}
         for _, e in steward:
             kw = e.kwargs
             for c in [
@@ -361,10 +393,13 @@ def check_table(
                 *(kw.get("column_list") or []),
             ]:
                 if c and c not in frame:
-                    frame[c] = _pandas_column(normalised[c])
-        df = pd.DataFrame(frame)
+                    # on Spark the Arrow column is taken in _run_suite_on_spark
+                    frame[c] = _pandas_column(normalised[c]) if spark is None else None
         suite = build_suite(contract, masks)
-        gx_result = run_suite(contract.code, df, list(suite.expectations))
+        if spark is None:
+            gx_result = run_suite(contract.code, pd.DataFrame(frame), list(suite.expectations))
+        else:
+            gx_result = _run_suite_on_spark(spark, contract.code, frame, normalised, suite)
         by_rule = {r.expectation_config.meta.get("govdx_rule"): r for r in gx_result.results}
         for m in masks:  # GX's unexpected_index_list is the authority for failing rows
             res = by_rule.get(m.rule.id)

@@ -37,7 +37,10 @@ from great_expectations.data_context.types.base import (  # noqa: E402
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
-from great_expectations.execution_engine import PandasExecutionEngine  # noqa: E402
+from great_expectations.execution_engine import (  # noqa: E402
+    PandasExecutionEngine,
+    SparkDFExecutionEngine,
+)
 from great_expectations.expectations.expectation import ColumnMapExpectation  # noqa: E402
 from great_expectations.expectations.metrics.map_metric_provider import (  # noqa: E402
     ColumnMapMetricProvider,
@@ -46,6 +49,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (  # noq
 
 __all__ = [
     "GOVDX_CHECK",
+    "SPARK_DATASOURCE",
     "ExpectColumnValuesToPassGovdxCheck",
     "gx_context",
     "run_suite",
@@ -54,6 +58,10 @@ __all__ = [
 
 GOVDX_CHECK = "expect_column_values_to_pass_govdx_check"
 """Snake-case name of :class:`ExpectColumnValuesToPassGovdxCheck` in GX's registry."""
+
+SPARK_DATASOURCE = "govdx_spark"
+"""Name prefix of the GX Spark data sources (``context.data_sources.add_spark``) of
+:func:`run_suite`: one per suite, ``govdx_spark:<suite name>``."""
 
 
 class ColumnValuesGovdxCheckPassed(ColumnMapMetricProvider):
@@ -64,6 +72,10 @@ class ColumnValuesGovdxCheckPassed(ColumnMapMetricProvider):
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: Any, **kwargs: Any) -> Any:
         return column.astype(bool)
+
+    @column_condition_partial(engine=SparkDFExecutionEngine)
+    def _spark(cls, column: Any, **kwargs: Any) -> Any:
+        return column.cast("boolean")
 
 
 class ExpectColumnValuesToPassGovdxCheck(ColumnMapExpectation):
@@ -105,38 +117,64 @@ def gx_context() -> Any:
     return ctx
 
 
-def run_suite(name: str, frame: Any, expectations: list[Any]) -> Any:
-    """Validate a pandas frame against a suite of expectations through a ValidationDefinition.
+def run_suite(
+    name: str, frame: Any, expectations: list[Any], *, index_column: str | None = None
+) -> Any:
+    """Validate a dataframe against a suite of expectations through a ValidationDefinition.
+
+    A pandas frame runs on the ``add_pandas`` data source (``govdx``); a Spark DataFrame runs on
+    GX's Spark data source (``add_spark``, ``SparkDFExecutionEngine``; named
+    :data:`SPARK_DATASOURCE` ``:<name>``) of the active Spark session; whole-dataframe batch
+    definition in both cases.
 
     Args:
         name: suite / asset name (the dataset code); replaced if it exists.
-        frame: ``pandas.DataFrame[rows × columns]`` with a RangeIndex (index = row position).
+        frame: ``pandas.DataFrame[rows × columns]`` with a RangeIndex (index = row position), or
+            a ``pyspark.sql.DataFrame[rows × columns]`` holding ``index_column``.
         expectations: GX expectation objects.
+        index_column: Spark only: the int64 column that identifies a row (GX's
+            ``unexpected_index_column_names``; Spark rows have no index).
 
     Returns:
         ``great_expectations.core.ExpectationSuiteValidationResult`` in ``COMPLETE`` format
-        (``unexpected_index_list`` holds failing row positions per expectation).
+        (``unexpected_index_list`` holds failing row positions per expectation; on Spark, dicts
+        ``{index_column: value}``).
+
+    Raises:
+        ValueError: a Spark frame without ``index_column``.
     """
     ctx = gx_context()
-    ds = ctx.data_sources.get("govdx")
-    with contextlib.suppress(Exception):  # absent asset
-        ds.delete_asset(name)
-    batch_def = ds.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+    result_format: dict[str, Any] = {
+        "result_format": "COMPLETE",
+        "include_unexpected_rows": False,
+        "partial_unexpected_count": 5,
+    }
+    # the old definition first: getting it (to delete it) resolves its data source and asset
     for store, key in ((ctx.validation_definitions, name), (ctx.suites, name)):
         with contextlib.suppress(Exception):  # absent entry
             store.delete(key)
+    spark = not hasattr(frame, "iloc")  # pandas frames have .iloc, Spark DataFrames do not
+    if spark:
+        if not index_column:
+            raise ValueError("run_suite on a Spark DataFrame needs index_column")
+        result_format["unexpected_index_column_names"] = [index_column]
+        # a fresh data source per run (its execution engine holds the Spark session, which may
+        # have been stopped and started again since the last run), one per suite so that no
+        # other suite's validation definition loses its data source
+        ds_name = f"{SPARK_DATASOURCE}:{name}"
+        with contextlib.suppress(Exception):  # absent data source
+            ctx.data_sources.delete(ds_name)
+        ds = ctx.data_sources.add_spark(ds_name)  # persists the batch: the caller unpersists
+    else:
+        ds = ctx.data_sources.get("govdx")
+    with contextlib.suppress(Exception):  # absent asset
+        ds.delete_asset(name)
+    batch_def = ds.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
     suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=list(expectations)))
     vd = ctx.validation_definitions.add(
         gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
     )
-    return vd.run(
-        batch_parameters={"dataframe": frame},
-        result_format={
-            "result_format": "COMPLETE",
-            "include_unexpected_rows": False,
-            "partial_unexpected_count": 5,
-        },
-    )
+    return vd.run(batch_parameters={"dataframe": frame}, result_format=result_format)
 
 
 def write_data_docs(validation_result: Any, folder: Path) -> Path:

@@ -17,6 +17,7 @@ from pipelines import IngestError, Lakehouse, ingest, transform
 from pipelines import _spark as engine
 from pipelines._spark import _cut_points, transform_spark
 from privacy import decrypt_column, keyring_from_settings
+from quality._gx import SPARK_DATASOURCE, gx_context
 from tests.conftest import make_contract
 
 pytestmark = [
@@ -49,6 +50,11 @@ def _assert_same(contract, data: bytes, file: str, spark, keyring) -> dict:
     kw = dict(file=file, keyring=keyring, run_id="run-1", digest="d" * 64)
     p_duck, q_duck, c_duck = transform(data, contract, **kw)
     p_spark, q_spark, c_spark = transform_spark(data, contract, spark=spark, **kw)
+    # the Spark run's GX suite ran on GX's Spark data source (SparkDFExecutionEngine), not pandas
+    vd = gx_context().validation_definitions.get(contract.code)
+    assert vd.data_source.name == f"{SPARK_DATASOURCE}:{contract.code}"
+    assert type(vd.data_source).__name__ == "SparkDatasource"
+    assert vd.data_source.execution_engine_type.__name__ == "SparkDFExecutionEngine"
     assert c_spark == c_duck  # rows in/passed/quarantined, encoding, GB/T 36344 scores, gate
     assert p_spark.schema.equals(p_duck.schema, check_metadata=True)
     assert _plain(p_spark, contract, keyring).equals(_plain(p_duck, contract, keyring))
