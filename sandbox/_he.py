@@ -229,22 +229,15 @@ class PsiSum(Computation):
 
     @classmethod
     def check_inputs(cls, params: PsiSumParams, inputs: dict[str, bytes]) -> list[str]:
-        from privacy._blind import KIND_UNMASK_REQUEST, JoinRequest, PsiError, pisum_unpack
+        from privacy._blind import KIND_UNMASK_REQUEST
 
-        data = inputs["request"]
-        try:
-            if params.phase == "reveal":
-                pisum_unpack(data, KIND_UNMASK_REQUEST, "PSI-sum unmask request")
-                return []
-            request = JoinRequest.from_bytes(data)
-        except PsiError as exc:
-            return [f"inputs.request: not a well-formed PSI-sum {params.phase} message ({exc})"]
-        if len(request.points) > params.max_items:
-            return [
-                f"inputs.request: the request holds {len(request.points)} items, more than "
-                f"computation.params.max_items = {params.max_items}"
-            ]
-        return []
+        return _check_two_phase_request(
+            inputs["request"],
+            blinded_set=params.phase == "join",
+            second_kind=KIND_UNMASK_REQUEST,
+            label=f"PSI-sum {params.phase}",
+            max_items=params.max_items,
+        )
 
     @classmethod
     def run(cls, ctx: RunContext) -> Output:
@@ -1000,22 +993,13 @@ class HeCohort(Computation):
 
     @classmethod
     def check_inputs(cls, params: HeCohortParams, inputs: dict[str, bytes]) -> list[str]:
-        from privacy._blind import JoinRequest, PsiError, pisum_unpack
-
-        data = inputs["request"]
-        try:
-            if params.phase == "sum":
-                pisum_unpack(data, KIND_COHORT_REPLY, "he_cohort reply")
-                return []
-            request = JoinRequest.from_bytes(data)
-        except PsiError as exc:
-            return [f"inputs.request: not a well-formed he_cohort {params.phase} message ({exc})"]
-        if len(request.points) > params.max_items:
-            return [
-                f"inputs.request: the request holds {len(request.points)} items, more than "
-                f"computation.params.max_items = {params.max_items}"
-            ]
-        return []
+        return _check_two_phase_request(
+            inputs["request"],
+            blinded_set=params.phase == "offer",
+            second_kind=KIND_COHORT_REPLY,
+            label=f"he_cohort {params.phase}",
+            max_items=params.max_items,
+        )
 
     @classmethod
     def run(cls, ctx: RunContext) -> Output:
@@ -1150,3 +1134,25 @@ class HeCohort(Computation):
             p.he_sum(),
             extra={"phase": "sum", "cohort": len(cohort)},
         )
+
+
+def _check_two_phase_request(
+    data: bytes, *, blinded_set: bool, second_kind: str, label: str, max_items: int
+) -> list[str]:
+    """Reasons to refuse the request of a two-job protocol (psi_sum, he_cohort): the first job
+    carries a blinded set (at most ``max_items`` points), the second a ``second_kind`` message."""
+    from privacy._blind import JoinRequest, PsiError, pisum_unpack
+
+    try:
+        if not blinded_set:
+            pisum_unpack(data, second_kind, f"{label} message")
+            return []
+        request = JoinRequest.from_bytes(data)
+    except PsiError as exc:
+        return [f"inputs.request: not a well-formed {label} message ({exc})"]
+    if len(request.points) > max_items:
+        return [
+            f"inputs.request: the request holds {len(request.points)} items, more than "
+            f"computation.params.max_items = {max_items}"
+        ]
+    return []
