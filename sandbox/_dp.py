@@ -999,21 +999,18 @@ def demo_dp_step(
         sandbox.SandboxError: a refusal (e.g. :class:`sandbox._ledger.BudgetExceeded`) or a
             failed run (:class:`RunError` with the worker's reason).
     """
-    from sandbox._errors import UserError
     from sandbox._service import Sandbox
     from sandbox._spec import parse_job_spec
 
     box = Sandbox(settings)
     try:
-        for name, role, dept in (
-            (analyst, "analyst", None),
-            (steward, "steward", dataset.split("-")[0]),
-            (reviewer, "reviewer", None),
-        ):
-            try:
-                box.get_user(name)
-            except UserError:
-                box.add_user(name, role, dept, actor="demo")
+        box.ensure_users(
+            [
+                (analyst, "analyst", None),
+                (steward, "steward", dataset.split("-")[0]),
+                (reviewer, "reviewer", None),
+            ]
+        )
         spec = parse_job_spec(
             {
                 "purpose": "分区县参保人数统计（差分隐私发布）",

@@ -979,21 +979,18 @@ def demo_fl_step(
     Raises:
         sandbox.SandboxError: a refusal or a failed run (the worker's reason).
     """
-    from sandbox._errors import UserError
     from sandbox._service import Sandbox
     from sandbox._spec import parse_job_spec
 
     box = Sandbox(settings)
     try:
-        for name, role, dept in (
-            (requester, "requester", "BANK"),
-            (steward, "steward", dataset.split("-")[0]),
-            (reviewer, "reviewer", None),
-        ):
-            try:
-                box.get_user(name)
-            except UserError:
-                box.add_user(name, role, dept, actor="demo")
+        box.ensure_users(
+            [
+                (requester, "requester", "BANK"),
+                (steward, "steward", dataset.split("-")[0]),
+                (reviewer, "reviewer", None),
+            ]
+        )
         spec = parse_job_spec(
             {
                 "purpose": "信易贷：跨省纳税数据联合训练违约风险模型（数据不出域，安全聚合）",

@@ -132,6 +132,20 @@ class Sandbox:
         self.audit.record(actor, "user.add", name, {"role": role, "department": department})
         return {"name": name, "role": role, "department": department}
 
+    def ensure_users(
+        self, users: list[tuple[str, str, str | None]], *, actor: str = "demo"
+    ) -> None:
+        """Create each ``(name, role, department)`` user that does not exist yet (demo steps).
+
+        Raises:
+            UserError: as :meth:`add_user`.
+        """
+        for name, role, department in users:
+            try:
+                self.get_user(name)
+            except UserError:
+                self.add_user(name, role, department, actor=actor)
+
     def list_users(self) -> list[dict[str, Any]]:
         """All users, by name."""
         with self.factory() as s:

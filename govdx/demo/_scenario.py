@@ -26,10 +26,7 @@ DEMO_USERS: list[tuple[str, str, str | None]] = [
 
 def ensure_demo_users(box: Any) -> None:
     """Create the demo's users in the sandbox unless they exist."""
-    existing = {u["name"] for u in box.list_users()}
-    for name, role, dept in DEMO_USERS:
-        if name not in existing:
-            box.add_user(name, role, dept, actor="demo")
+    box.ensure_users(DEMO_USERS)
 
 
 def psi_step(settings: Settings, bank_applicants: Path, *, workdir: Path) -> dict[str, Any]:
