@@ -867,6 +867,51 @@ class PsiClientSession:
 
 
 # --- server (inside the sandbox) ----------------------------------------------------------------
+def check_serve_request(
+    request: PsiRequest | bytes,
+    *,
+    fpr: float,
+    allow_reveal: bool,
+    max_items: int | None,
+    max_buckets: int,
+) -> PsiRequest:
+    """The server's policy checks of a request, shared by every server engine (processes,
+    Spark), before any work starts.
+
+    Returns:
+        The parsed :class:`PsiRequest`.
+
+    Raises:
+        PsiPolicyError: reveal not allowed, more buckets than ``max_buckets``, more items than
+            ``max_items`` (names the cap and the size).
+        PsiError: malformed request bytes, ``fpr`` outside (0, 1).
+    """
+    if not isinstance(request, PsiRequest):
+        request = PsiRequest.from_bytes(request)
+    if not (isinstance(fpr, (int, float)) and 0.0 < fpr < 1.0):
+        raise PsiError(f"fpr must be in (0, 1), got {fpr!r}")
+    if request.reveal_intersection and not allow_reveal:
+        raise PsiPolicyError(
+            "PSI request asks to reveal the intersection items, but this dataset's policy "
+            "allows only the intersection size (仅允许返回交集数量, allow_reveal=False)"
+        )
+    if request.buckets > max_buckets:
+        raise PsiPolicyError(
+            f"PSI request uses {request.buckets} buckets, over the cap max_buckets={max_buckets} "
+            "(分桶数超过上限)",
+            limit=max_buckets,
+            actual=request.buckets,
+        )
+    if max_items is not None and request.size > max_items:
+        raise PsiPolicyError(
+            f"PSI request holds {request.size} items, over the cap max_items={max_items} "
+            "(请求集合超过上限)",
+            limit=max_items,
+            actual=request.size,
+        )
+    return request
+
+
 def psi_serve(
     server_items: Iterable[str | None],
     request: PsiRequest | bytes,
@@ -911,30 +956,10 @@ def psi_serve(
     Source: OpenMined PSI ``server.CreateSetupMessage`` / ``ProcessRequest``
     (https://github.com/OpenMined/PSI).
     """
-    if not isinstance(request, PsiRequest):
-        request = PsiRequest.from_bytes(request)
-    if not (isinstance(fpr, (int, float)) and 0.0 < fpr < 1.0):
-        raise PsiError(f"fpr must be in (0, 1), got {fpr!r}")
     _check_processes(processes)
-    if request.reveal_intersection and not allow_reveal:
-        raise PsiPolicyError(
-            "PSI request asks to reveal the intersection items, but this dataset's policy "
-            "allows only the intersection size (仅允许返回交集数量, allow_reveal=False)"
-        )
-    if request.buckets > max_buckets:
-        raise PsiPolicyError(
-            f"PSI request uses {request.buckets} buckets, over the cap max_buckets={max_buckets} "
-            "(分桶数超过上限)",
-            limit=max_buckets,
-            actual=request.buckets,
-        )
-    if max_items is not None and request.size > max_items:
-        raise PsiPolicyError(
-            f"PSI request holds {request.size} items, over the cap max_items={max_items} "
-            "(请求集合超过上限)",
-            limit=max_items,
-            actual=request.size,
-        )
+    request = check_serve_request(
+        request, fpr=fpr, allow_reveal=allow_reveal, max_items=max_items, max_buckets=max_buckets
+    )
     ns = normalize_identifiers(server_items, element=request.element)
     if max_items is not None and len(ns.items) > max_items:
         raise PsiPolicyError(

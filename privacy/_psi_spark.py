@@ -40,6 +40,7 @@ from privacy._psi import (
     _new_key,
     _w_process,
     _w_setup,
+    check_serve_request,
     normalize_identifiers,
     psi_bucket_of,
 )
@@ -133,29 +134,9 @@ def psi_serve_spark(
 
     Source: OpenMined PSI ``server.CreateSetupMessage`` / ``ProcessRequest``.
     """
-    if not isinstance(request, PsiRequest):
-        request = PsiRequest.from_bytes(request)
-    if not (isinstance(fpr, (int, float)) and 0.0 < fpr < 1.0):
-        raise PsiError(f"fpr must be in (0, 1), got {fpr!r}")
-    if request.reveal_intersection and not allow_reveal:
-        raise PsiPolicyError(
-            "PSI request asks to reveal the intersection items, but this dataset's policy "
-            "allows only the intersection size (仅允许返回交集数量, allow_reveal=False)"
-        )
-    if request.buckets > max_buckets:
-        raise PsiPolicyError(
-            f"PSI request uses {request.buckets} buckets, over the cap max_buckets={max_buckets} "
-            "(分桶数超过上限)",
-            limit=max_buckets,
-            actual=request.buckets,
-        )
-    if max_items is not None and request.size > max_items:
-        raise PsiPolicyError(
-            f"PSI request holds {request.size} items, over the cap max_items={max_items} "
-            "(请求集合超过上限)",
-            limit=max_items,
-            actual=request.size,
-        )
+    request = check_serve_request(
+        request, fpr=fpr, allow_reveal=allow_reveal, max_items=max_items, max_buckets=max_buckets
+    )
     from pyspark.sql import DataFrame
 
     B, reveal = request.buckets, request.reveal_intersection
