@@ -133,15 +133,29 @@ class Auditor:
         Raises:
             SandboxError: the entry could not be stored after several attempts.
         """
-        last: Exception | None = None
-        for _ in range(self.RETRIES):
-            try:
-                return self.chain.append(actor or "-", action, subject or "-", details)
-            except (IntegrityError, OperationalError) as exc:  # seq taken / DB busy
-                last = exc
-        raise SandboxError(
-            f"audit entry {action} on {subject} could not be stored: {last}"
-        ) from last
+        from tenacity import (
+            RetryError,
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_random,
+        )
+
+        retrying = Retrying(  # seq taken by another writer, or the DB busy: re-read the tail
+            retry=retry_if_exception_type((IntegrityError, OperationalError)),
+            stop=stop_after_attempt(self.RETRIES),
+            wait=wait_random(0, 0.05),
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self.chain.append(actor or "-", action, subject or "-", details)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            raise SandboxError(
+                f"audit entry {action} on {subject} could not be stored: {last}"
+            ) from last
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def callback(self, actor: str, subject: str):
         """An ``(event, details)`` callback (for ``decrypt_column``/``Keyring``) that records

@@ -260,3 +260,30 @@ def test_audit_chain_detects_tampering(box):
         row.details = json.dumps(d, ensure_ascii=False)
     report = box.audit.verify()
     assert not report.ok and report.problem == "edited"
+
+
+def test_audit_append_retries_a_seq_race_then_names_the_failure(box, monkeypatch):
+    """A lost seq race is retried (tenacity); when every attempt loses, the error says so."""
+    from sqlalchemy.exc import IntegrityError
+
+    from sandbox import SandboxError
+
+    real = box.audit.chain.append
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed: seq"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(box.audit.chain, "append", flaky)
+    entry = box.audit.record("t", "test.race", "s", {})
+    assert calls["n"] == 3 and entry.action == "test.race"
+
+    def always(*args, **kwargs):
+        raise IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed: seq"))
+
+    monkeypatch.setattr(box.audit.chain, "append", always)
+    with pytest.raises(SandboxError, match=r"test\.lost on s could not be stored: .*UNIQUE"):
+        box.audit.record("t", "test.lost", "s", {})
