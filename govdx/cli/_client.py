@@ -219,10 +219,7 @@ def decrypt_command(
         from sandbox._he import decrypt_he_sum
 
         sk = PrivateKey.load(key)
-        try:
-            data = result.read_bytes()
-        except OSError as exc:
-            raise GovdxError(f"{result}: cannot read the result: {exc.strerror}") from exc
+        data = read_result(result)
         try:
             out = decrypt_he_sum(data, sk)
         except ValueError as exc:
@@ -290,10 +287,7 @@ def psi_sum_finish_command(
         from privacy._blind import PiSumClient
 
         client = PiSumClient.load(state)
-        try:
-            data = result.read_bytes()
-        except OSError as exc:
-            raise GovdxError(f"{result}: cannot read the result: {exc.strerror}") from exc
+        data = read_result(result)
         out.write_bytes(client.finish(data, processes=2))
         client.save(state)
     except GovdxError as exc:
@@ -319,10 +313,7 @@ def psi_sum_reveal_command(
         from privacy._blind import PiSumClient
 
         client = PiSumClient.load(state)
-        try:
-            data = result.read_bytes()
-        except OSError as exc:
-            raise GovdxError(f"{result}: cannot read the result: {exc.strerror}") from exc
+        data = read_result(result)
         total = client.reveal(data)
     except GovdxError as exc:
         fail(exc)
@@ -358,3 +349,15 @@ def _noise_terms(data: bytes) -> dict | None:
         return psi_sum_noise(data)
     except (ValueError, GovdxError):
         return None
+
+
+def read_result(path: Path) -> bytes:
+    """The bytes of a released job result file.
+
+    Raises:
+        GovdxError: the file cannot be read (names it and the OS reason).
+    """
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise GovdxError(f"{path}: cannot read the result: {exc.strerror}") from exc
