@@ -100,7 +100,12 @@ def protect_rejects(
             continue
         masked = pc.if_else(mask, mask_array(values, element), masked)
         column = f"quarantine.{name or '_row'}"
-        enc = encrypt_column(values, key=key, dataset=contract.code, column=column)
+        # Encrypt only this field's rejects (others null): format v2 authenticates groups of
+        # consecutive non-null cells, so the cells of one field must form whole groups. The
+        # masks are disjoint (one field per reject), so `value_encrypted` filtered by `field`
+        # decrypts as one column (docs/crypto.md, partial groups).
+        only = pc.if_else(mask, values, pa.scalar(None, values.type))
+        enc = encrypt_column(only, key=key, dataset=contract.code, column=column)
         encrypted = pc.if_else(mask, enc.cast(pa.binary()), encrypted)
         reasons = pc.if_else(mask, _scrub(reasons, values, masked), reasons)
     return pa.table(

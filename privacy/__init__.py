@@ -69,6 +69,8 @@ from privacy._sm2 import (
 from privacy._sm4 import (
     CELL_OVERHEAD_BYTES,
     FORMAT_VERSION,
+    GROUP_CELLS,
+    GROUP_HEADER_BYTES,
     decrypt_column,
     encrypt_column,
     sm4_block_encrypt,
@@ -80,6 +82,8 @@ __all__ = [
     "DEFAULT_SIGNER_ID",
     "FORMAT_VERSION",
     "GENESIS_HASH",
+    "GROUP_CELLS",
+    "GROUP_HEADER_BYTES",
     "PSI_ELEMENTS",
     "PSI_FORMAT_VERSION",
     "TOKEN_HEX_CHARS",

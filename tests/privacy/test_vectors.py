@@ -1,10 +1,12 @@
-"""Official test vectors through govdx's own functions (GB/T 32907-2016, GB/T 32905-2016)."""
+"""Official test vectors through govdx's own functions (GB/T 32907-2016, GB/T 32905-2016) and
+the SM4-GCM vector of RFC 8998 through the OpenSSL primitive column format 2 is built on."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import privacy
 from privacy import sm3_file, sm3_hex, sm4_block_encrypt
@@ -22,6 +24,25 @@ def test_sm4_example_2_million_iterations_through_openssl() -> None:
     elapsed = time.perf_counter() - t0
     assert out.hex() == "595298c7c6fd271f0402f804c33d3f66"
     assert elapsed < 10, f"1e6 SM4 blocks took {elapsed:.1f} s: not OpenSSL?"
+
+
+def test_sm4_gcm_rfc8998_vector_through_openssl() -> None:
+    """RFC 8998 Appendix A.1: SM4-GCM as ``encrypt_column`` format 2 calls it (96-bit nonce)."""
+    iv = bytes.fromhex("00001234567800000000ABCD")
+    aad = bytes.fromhex("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2")
+    pt = bytes.fromhex("".join(c * 16 for c in "ABCDEFEA"))
+    ct = bytes.fromhex(
+        "17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735"
+        "D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D"
+    )
+    tag = bytes.fromhex("83DE3541E4C2B58177E065A9BF7B62EC")
+    enc = Cipher(algorithms.SM4(KEY), modes.GCM(iv)).encryptor()
+    enc.authenticate_additional_data(aad)
+    assert enc.update(pt) + enc.finalize() == ct
+    assert enc.tag == tag
+    dec = Cipher(algorithms.SM4(KEY), modes.GCM(iv, tag)).decryptor()
+    dec.authenticate_additional_data(aad)
+    assert dec.update(ct) + dec.finalize() == pt
 
 
 @pytest.mark.parametrize(
