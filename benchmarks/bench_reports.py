@@ -12,9 +12,14 @@ of six reasons, 8 % still awaiting approval, 6 % approved and failed, 4 % approv
 4 % cancelled before a decision, 4 % succeeded but not yet fetched — about 6 transition rows per
 job; ``decided_at`` set on the approved/rejected ones. Rows are inserted with ``executemany`` on the raw sqlite3 connection in one transaction.
 
-Then times :func:`reports.sharing_rate` (all time, and one year) — the SQL aggregates in SQLite
-plus building the report — and prints a markdown table (target: under 2 s on this machine).
-``--db`` keeps the generated DB for reruns.
+Then times :func:`reports.sharing_rate` (all time, and one year): reading the catalog entries
+and users, reading the jobs once into Arrow (SQLite writes the rows' text, Arrow's CSV reader
+parses it), computing every figure with numpy, and building the report; it prints a markdown
+table (target: under 2 s on this machine) and the seconds of each stage (median run).
+``--reference`` also times the SQL-aggregate reference (:mod:`reports._sharing_sql`, how the
+report counted before) once per period and checks that both give the same counts.
+``--db`` keeps the generated DB for reruns; a kept DB is migrated to the current head first
+(a no-op when it is current).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sqlite3
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -31,7 +35,9 @@ from pathlib import Path
 import numpy as np
 
 import catalog
-from reports import Period, sharing_rate
+from reports import Period
+from reports._sharing import sharing_counts, sharing_report
+from reports._sharing_sql import sharing_counts_sql
 
 REASONS = [
     "用途不明确",
@@ -182,12 +188,18 @@ def build(db: Path, *, entries: int, jobs: int, seed: int = 7) -> None:
     con.close()
 
 
+STAGES = ("catalog", "jobs read", "figures", "report")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=10_000)
     ap.add_argument("--jobs", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--db", type=Path, default=None, help="keep/reuse the generated DB here")
+    ap.add_argument(
+        "--reference", action="store_true", help="also time the SQL reference and compare"
+    )
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     db = args.db or Path(tmp.name) / "catalog.db"
@@ -195,16 +207,31 @@ def main() -> None:
         t = time.perf_counter()
         build(db, entries=args.entries, jobs=args.jobs)
         print(f"built {db} in {time.perf_counter() - t:.1f} s (not timed)")
+    else:
+        t = time.perf_counter()
+        catalog.migrate(f"sqlite:///{db}")
+        print(f"reusing {db} (migrated to head in {time.perf_counter() - t:.1f} s, not timed)")
     factory = catalog.open_catalog(f"sqlite:///{db}")
     rows = []
     for label, period in (("all time", Period()), ("2025", Period.parse("2025"))):
-        times = []
+        runs = []
         for _ in range(args.repeat):
+            stages: dict[str, float] = {}
             with factory() as s:
                 t = time.perf_counter()
-                rep = sharing_rate(session=s, period=period)
-                times.append(time.perf_counter() - t)
-        rows.append((label, min(times), statistics.median(times), rep))
+                counts = sharing_counts(s, period, stages=stages)
+                t_report = time.perf_counter()
+                rep = sharing_report(counts, session=s, period=period, department=None)
+                stages["report"] = time.perf_counter() - t_report
+                runs.append((time.perf_counter() - t, stages))
+        runs.sort(key=lambda r: r[0])
+        ref = None
+        if args.reference:
+            with factory() as s:
+                t = time.perf_counter()
+                same = sharing_counts_sql(s, period) == counts
+                ref = (time.perf_counter() - t, same)
+        rows.append((label, runs[0][0], runs[len(runs) // 2], rep, ref))
     factory.kw["bind"].dispose()
     print(
         f"\nsharing-rate report — {args.entries:,} entries, {args.jobs:,} jobs, SQLite, "
@@ -215,14 +242,25 @@ def main() -> None:
         "median decision s |"
     )
     print("|---|---|---|---|---|---|---|")
-    for label, best, med, rep in rows:
+    for label, best, (med, _), rep, _ref in rows:
         f = {x.key: x.value for x in rep.figures}
         print(
             f"| {label} | {best:.2f} | {med:.2f} | {f['catalog_share_rate']} | "
             f"{f['actual_share_rate']} | {f['request_satisfaction']} | "
             f"{float(f['median_decision_seconds'] or 0):.0f} |"
         )
-    worst = max(r[2] for r in rows)
+    print("\nstages of the median run, seconds:\n")
+    print("| stage | " + " | ".join(r[0] for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for stage in STAGES:
+        print(f"| {stage} | " + " | ".join(f"{r[2][1].get(stage, 0):.3f}" for r in rows) + " |")
+    if args.reference:
+        print("\nSQL-aggregate reference (one run each):\n")
+        print("| period | reference s | same counts | speed-up vs median |")
+        print("|---|---|---|---|")
+        for label, _, (med, _), _, (ref_s, same) in rows:
+            print(f"| {label} | {ref_s:.2f} | {'yes' if same else 'NO'} | {ref_s / med:.1f}× |")
+    worst = max(r[2][0] for r in rows)
     print(f"\ntarget < 2 s: {'met' if worst < 2 else 'NOT met'} (worst median {worst:.2f} s)")
     tmp.cleanup()
 

@@ -2,34 +2,34 @@
 time to decision, rejection reasons and open rate, per provider department and overall.
 
 There is no national formula for these figures; ours is stated here, in ``docs/reports.md`` and
-beside every figure in the report itself (:data:`DEFINITIONS`). All counts are SQL aggregates in
-the catalog DB (``GROUP BY`` and window functions), so the report over 10,000 entries and
-1,000,000 jobs takes 3.5–6 s on SQLite here (target 2 s; see ``BENCHMARKS.md``).
+beside every figure in the report itself (:data:`DEFINITIONS`).
+
+How it counts: the catalog entries and users (small tables) are read as rows; the jobs are read
+**once** into Arrow (:func:`reports._jobs.read_jobs`: on SQLite the DB writes the text of the rows
+and Arrow's CSV reader parses it; on PostgreSQL ``COPY``), and every figure — counts, rates, exact
+medians, months, rejection reasons — is computed over whole numpy arrays in
+:func:`sharing_counts`. :func:`reports._sharing_sql.sharing_counts_sql` keeps the earlier SQL
+aggregates as the reference the tests compare to. See ``benchmarks/bench_reports.py``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from sqlalchemy import and_, case, distinct, func, or_, select, true
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from catalog._db import utcnow
 from catalog._models import Dataset
 from reports._figures import Chart, Column, Figure, Period, Ratio, Report, Table
-from reports._sql import (
-    before_end,
-    departments,
-    dialect_of,
-    full_scan,
-    in_period,
-    medians,
-    millis_between,
-    month_of,
-    run,
-)
-from sandbox._models import Job, User
+from reports._jobs import decision_ms, epoch_us, read_jobs
+from reports._sql import before_end, departments, dialect_of, run
+from sandbox._models import User
 
 SHAREABLE = ("unconditional", "conditional")
 #: States a job can only be in after it was approved (approved → running → succeeded/failed →
@@ -79,6 +79,49 @@ LABELS = {
 }
 
 
+@dataclass(frozen=True)
+class SharingCounts:
+    """The counts behind the sharing-rate report, per provider department (one pass's output).
+
+    Attributes:
+        entries: department → (entries, shareable entries, open entries) registered by the end.
+        used: department → shareable entries used by another party through a released job.
+        requests: department → (jobs submitted in the period, of which approved).
+        months: ``'YYYY-MM'`` (UTC month of submission) → (submitted, approved, released).
+        median_ms: department → exact median time to decision, milliseconds (``Fraction``).
+        median_ms_all: the same over every department in scope, or None without decisions.
+        reasons: normalised rejection reason → jobs. reasons_by_dept: department → the same.
+    """
+
+    entries: dict[str, tuple[int, int, int]]
+    used: dict[str, int]
+    requests: dict[str, tuple[int, int]]
+    months: dict[str, tuple[int, int, int]]
+    median_ms: dict[str, Fraction]
+    median_ms_all: Fraction | None
+    reasons: dict[str, int]
+    reasons_by_dept: dict[str, dict[str, int]]
+
+
+def reason_text(reason: str | None) -> str:
+    """The rejection reason as counted: stripped; empty or missing → ``(no reason given)``."""
+    return (reason or "").strip() or "(no reason given)"
+
+
+class _Stages:
+    """Wall-clock seconds per stage of the report (the benchmark prints them)."""
+
+    def __init__(self, out: dict[str, float] | None) -> None:
+        self.out = out
+        self.t = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.out is not None:
+            self.out[name] = self.out.get(name, 0.0) + now - self.t
+        self.t = now
+
+
 def sharing_rate(
     *,
     session: Session,
@@ -107,138 +150,268 @@ def sharing_rate(
         ReportError: a catalog query failed.
     """
     period = period or Period()
+    counts = sharing_counts(session, period, department)
+    return sharing_report(counts, session=session, period=period, department=department, now=now)
+
+
+def sharing_counts(
+    session: Session,
+    period: Period | None = None,
+    department: str | None = None,
+    *,
+    bulk: bool = True,
+    stages: dict[str, float] | None = None,
+) -> SharingCounts:
+    """Count everything the sharing-rate report shows, reading the jobs once (one pass).
+
+    Catalog entries and users are small tables read as rows; the jobs are read once into Arrow
+    (:func:`reports._jobs.read_jobs`) and every count, rate, exact median, month and rejection
+    reason is computed over whole numpy arrays: dictionary-encoded dataset codes mapped to
+    entries and departments, ``np.bincount`` per department and month, a stable sort by
+    department and ``np.partition`` for the exact medians. The counts equal those of the SQL reference
+    (:func:`reports._sharing_sql.sharing_counts_sql`) on SQLite and PostgreSQL.
+
+    Args:
+        session: a catalog session (catalog and sandbox tables migrated).
+        period: the period (default all time). department: one provider department code.
+        bulk: read the jobs through the dialect's bulk text path (False: SQLAlchemy rows).
+        stages: if given, receives seconds per stage (``catalog``, ``jobs read``, ``figures``).
+
+    Returns:
+        :class:`SharingCounts`.
+
+    Raises:
+        ReportError: a catalog query failed.
+    """
+    period = period or Period()
+    clock = _Stages(stages)
     dialect = dialect_of(session)
-    dept_col = Dataset.department_code
-    scope = Dataset.department_code == department if department is not None else true()
 
-    # -- entries: catalog share rate and open rate ---------------------------------------------
-    shareable = case((Dataset.share_type.in_(SHAREABLE), 1), else_=0)
-    entries = {
-        d: (int(n), int(s or 0), int(o or 0))
-        for d, n, s, o in run(
-            session,
-            select(
-                dept_col,
-                func.count(),
-                func.sum(shareable),
-                func.sum(case((Dataset.open_type != "none", 1), else_=0)),
-            )
-            .where(scope, before_end(Dataset.created_at, period))
-            .group_by(dept_col),
-        )
-    }
-
-    # -- actual use: released jobs of other departments / outside parties ----------------------
-    pairs = (
-        select(Job.dataset_code.label("code"), Job.requester.label("requester"))
-        .where(full_scan(Job.state) == "released", in_period(Job.updated_at, period))
-        .group_by(full_scan(Job.dataset_code), Job.requester)
-        .subquery("used_pairs")
-    )
-    used = {
-        d: int(n)
-        for d, n in run(
-            session,
-            select(dept_col, func.count(distinct(Dataset.id)))
-            .select_from(pairs)
-            .join(Dataset, Dataset.code == pairs.c.code)
-            .join(User, User.name == pairs.c.requester)
-            .where(
-                scope,
-                Dataset.share_type.in_(SHAREABLE),
-                before_end(Dataset.created_at, period),
-                or_(User.department_code.is_(None), User.department_code != dept_col),
-            )
-            .group_by(dept_col),
-        )
-    }
-
-    # -- requests: submitted, approved, released; time to decision --------------------------
-    # ``decided_at`` is set once, on the transition to approved or rejected (rejected is
-    # terminal), so a cancelled/expired job with a decision was approved before: no scan of
-    # the transitions. One pass over the jobs (the covering index on created_at, dataset_code,
-    # state, decided_at): per (dataset, month of submission), then per (department, month).
-    approved_flag = case(
-        (Job.state.in_(AFTER_APPROVAL), 1),
-        (and_(Job.state.in_(MAYBE_APPROVED), Job.decided_at.is_not(None)), 1),
-        else_=0,
-    )
-    m_job = month_of(Job.created_at, dialect)
-    jobs_by_code = (
-        select(
-            Job.dataset_code.label("code"),
-            m_job.label("m"),
-            func.count().label("submitted"),
-            func.sum(approved_flag).label("approved"),
-            func.sum(case((Job.state == "released", 1), else_=0)).label("released"),
-        )
-        .where(in_period(Job.created_at, period))
-        .group_by(full_scan(Job.dataset_code), m_job)
-        .subquery("jobs_by_code")
-    )
-    requests: dict[str, tuple[int, int]] = {}
-    months: dict[str, list[int]] = {}
-    for d, m, n, a, r in run(
+    # -- catalog entries and users: small tables, one row each -----------------------------------
+    entry_rows = run(
         session,
         select(
-            dept_col,
-            jobs_by_code.c.m,
-            func.sum(jobs_by_code.c.submitted),
-            func.sum(jobs_by_code.c.approved),
-            func.sum(jobs_by_code.c.released),
-        )
-        .select_from(jobs_by_code)
-        .join(Dataset, Dataset.code == jobs_by_code.c.code)
-        .where(scope)
-        .group_by(dept_col, jobs_by_code.c.m),
-    ):
-        s0, a0 = requests.get(d, (0, 0))
-        requests[d] = (s0 + int(n), a0 + int(a or 0))
-        acc = months.setdefault(m, [0, 0, 0])
-        acc[0] += int(n)
-        acc[1] += int(a or 0)
-        acc[2] += int(r or 0)
+            Dataset.code,
+            Dataset.department_code,
+            Dataset.share_type.in_(SHAREABLE),
+            Dataset.open_type != "none",
+            case((before_end(Dataset.created_at, period), 1), else_=0),
+        ),
+    )
+    user_rows = run(session, select(User.name, User.department_code))
+    dept_codes = sorted({r[1] for r in entry_rows} | {u[1] for u in user_rows if u[1] is not None})
+    dept_ix = {d: i for i, d in enumerate(dept_codes)}
+    n_dept = len(dept_codes)
+    code_ix = {r[0]: i for i, r in enumerate(entry_rows)}
+    # one slot more, out of scope, for jobs whose dataset is not in the catalog (not counted)
+    ds_dept = np.array([dept_ix[r[1]] for r in entry_rows] + [0], dtype=np.int64)
+    ds_share = np.array([bool(r[2]) for r in entry_rows] + [False], dtype=bool)
+    ds_open = np.array([bool(r[3]) for r in entry_rows] + [False], dtype=bool)
+    ds_exists = np.array([bool(r[4]) for r in entry_rows] + [False], dtype=bool)
+    ds_scope = np.append(
+        ds_dept[:-1] == dept_ix.get(department, -1)
+        if department is not None
+        else np.ones(len(entry_rows), dtype=bool),
+        False,
+    )
+    # requester → its department index; -1 outside party (no department), -2 unknown user
+    user_dept = {name: (-1 if d is None else dept_ix[d]) for name, d in user_rows}
 
-    decided = (
-        select(
-            # ``|| ''``: scan the covering index, then look up the entry (not the reverse)
-            full_scan(Job.dataset_code).label("code"),
-            millis_between(Job.created_at, Job.decided_at, dialect).label("ms"),
-        )
-        .where(Job.decided_at.is_not(None), in_period(Job.created_at, period))
-        .subquery("decided")
-    )
-    by_dept = (
-        select(dept_col, decided.c.ms)
-        .select_from(decided)
-        .join(Dataset, Dataset.code == decided.c.code)
-        .where(scope)
-    )
-    med_dept, med_all = medians(session, by_dept)
+    entries: dict[str, tuple[int, int, int]] = {}
+    counted = ds_scope & ds_exists
+    n_all = np.bincount(ds_dept[counted], minlength=n_dept)
+    n_share = np.bincount(ds_dept[counted & ds_share], minlength=n_dept)
+    n_open = np.bincount(ds_dept[counted & ds_open], minlength=n_dept)
+    for i in np.flatnonzero(n_all):
+        entries[dept_codes[i]] = (int(n_all[i]), int(n_share[i]), int(n_open[i]))
+    clock.done("catalog")
 
-    # -- rejection reasons --------------------------------------------------------------------
-    rejected = (
-        select(Job.dataset_code.label("code"), Job.reason.label("reason"), func.count().label("n"))
-        .where(Job.state == "rejected", in_period(Job.created_at, period))
-        .group_by(Job.dataset_code, Job.reason)
-        .subquery("rejected")
+    # -- the jobs: one read ---------------------------------------------------------------------
+    jobs = read_jobs(session, period, bulk=bulk)
+    clock.done("jobs read")
+
+    job_ds = _lookup(jobs["dataset_code"], code_ix, missing=len(entry_rows))
+    in_scope = ds_scope[job_ds]
+    dept = ds_dept[job_ds]
+    state = _lookup(jobs["state"], _STATE_IX, missing=len(_STATES))
+    created, _ = epoch_us(jobs["created_at"])
+    decided, has_decision = epoch_us(jobs["decided_at"])
+    released_at, has_release = epoch_us(jobs["released_at"])
+
+    # requests: submitted in the period; approved; released; per department and month
+    submitted = in_scope & _within(created, period)
+    approved = _STATE_AFTER_APPROVAL[state] | (_STATE_MAYBE_APPROVED[state] & has_decision)
+    released = state == _STATE_IX["released"]
+    n_sub = np.bincount(dept[submitted], minlength=n_dept)
+    n_appr = np.bincount(dept[submitted & approved], minlength=n_dept)
+    requests = {dept_codes[i]: (int(n_sub[i]), int(n_appr[i])) for i in np.flatnonzero(n_sub)}
+    month = created[submitted].astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
+    months: dict[str, tuple[int, int, int]] = {}
+    if month.size:
+        m0 = int(month.min())
+        m = month - m0
+        size = int(m.max()) + 1
+        n_m = np.bincount(m, minlength=size)
+        a_m = np.bincount(m[approved[submitted]], minlength=size)
+        r_m = np.bincount(m[released[submitted]], minlength=size)
+        for k in np.flatnonzero(n_m):
+            key = str(np.datetime64(m0 + int(k), "M"))  # 'YYYY-MM'
+            months[key] = (int(n_m[k]), int(a_m[k]), int(r_m[k]))
+
+    # time to decision: exact medians per department and overall
+    dec = submitted & has_decision
+    ms = decision_ms(created[dec], decided[dec], dialect)
+    median_ms, median_all = _medians(dept[dec], ms, n_dept)
+
+    # actual use: released in the period, by another department or an outside party
+    req = _lookup(jobs["requester"], user_dept, missing=-2)
+    other = (req == -1) | ((req >= 0) & (req != dept))
+    use = (
+        in_scope
+        & released
+        & has_release
+        & _within(released_at, period)
+        & ds_share[job_ds]
+        & ds_exists[job_ds]
+        & other
     )
-    reason_rows = run(
-        session,
-        select(dept_col, rejected.c.reason, func.sum(rejected.c.n))
-        .select_from(rejected)
-        .join(Dataset, Dataset.code == rejected.c.code)
-        .where(scope)
-        .group_by(dept_col, rejected.c.reason),
+    used_ds = np.unique(job_ds[use])
+    n_used = np.bincount(ds_dept[used_ds], minlength=n_dept)
+    used = {dept_codes[i]: int(n_used[i]) for i in np.flatnonzero(n_used)}
+
+    # rejection reasons: normalised text, per department
+    rej = submitted & (state == _STATE_IX["rejected"])
+    reasons, reasons_by_dept = _reasons(jobs["reason"], rej, dept, dept_codes)
+    clock.done("figures")
+    return SharingCounts(
+        entries=entries,
+        used=used,
+        requests=requests,
+        months=months,
+        median_ms={dept_codes[i]: m for i, m in median_ms.items()},
+        median_ms_all=median_all,
+        reasons=reasons,
+        reasons_by_dept=reasons_by_dept,
     )
+
+
+_STATES = (
+    *AFTER_APPROVAL,
+    *MAYBE_APPROVED,
+    "rejected",
+    "submitted",
+    "policy_checked",
+    "awaiting_approval",
+)
+_STATE_IX = {s: i for i, s in enumerate(_STATES)}
+# index len(_STATES): a state this code does not know (counted as submitted only)
+_STATE_AFTER_APPROVAL = np.array([s in AFTER_APPROVAL for s in _STATES] + [False])
+_STATE_MAYBE_APPROVED = np.array([s in MAYBE_APPROVED for s in _STATES] + [False])
+
+
+def _lookup(column: pa.ChunkedArray, index: dict[str, int], missing: int) -> np.ndarray:
+    """``index[value]`` (int64) for every value of a string column; ``missing`` when absent.
+
+    The column is dictionary-encoded first, so the dict is consulted once per distinct value.
+    """
+    default = missing
+    enc = column.combine_chunks().dictionary_encode()
+    table = np.array([index.get(v, default) for v in enc.dictionary.to_pylist()], dtype=np.int64)
+    if table.size == 0:
+        return np.zeros(len(column), dtype=np.int64)
+    return table[enc.indices.to_numpy(zero_copy_only=False)]
+
+
+def _within(us: np.ndarray, period: Period) -> np.ndarray:
+    """``start <= t < end`` over int64 µs since the epoch (unbounded sides are true)."""
+    out = np.ones(us.shape, dtype=bool)
+    if period.start is not None:
+        out &= us >= _us(period.start)
+    if period.end is not None:
+        out &= us < _us(period.end)
+    return out
+
+
+def _us(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _medians(
+    group: np.ndarray, values: np.ndarray, n_groups: int
+) -> tuple[dict[int, Fraction], Fraction | None]:
+    """Exact medians of int64 ``values`` per group index and overall (mean of the two middles).
+
+    One stable sort by group (radix sort on a 16-bit key when the groups fit), then
+    ``np.partition`` of each group's slice for its middle values: O(n) per group.
+    """
+    if values.size == 0:
+        return {}, None
+    key = group.astype(np.int16) if n_groups < 2**15 else group
+    v = values[np.argsort(key, kind="stable")]
+    counts = np.bincount(group, minlength=n_groups)
+    ends = np.cumsum(counts)
+    out: dict[int, Fraction] = {}
+    for g in np.flatnonzero(counts):
+        out[int(g)] = _middle(v[ends[g] - counts[g] : ends[g]])
+    return out, _middle(values)
+
+
+def _middle(v: np.ndarray) -> Fraction:
+    """Median of a non-empty int64 array, exact: the mean of the two middle values."""
+    n = v.size
+    lo, hi = (n - 1) // 2, n // 2
+    part = np.partition(v, [lo, hi])
+    return Fraction(int(part[lo]) + int(part[hi]), 2)
+
+
+def _reasons(
+    column: pa.ChunkedArray, mask: np.ndarray, dept: np.ndarray, dept_codes: list[str]
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    if not mask.any():
+        return {}, {}
+    enc = column.filter(pa.array(mask)).combine_chunks().dictionary_encode()
+    texts = sorted({reason_text(r) for r in enc.dictionary.to_pylist()})
+    text_ix = {t: i for i, t in enumerate(texts)}
+    norm = np.array([text_ix[reason_text(r)] for r in enc.dictionary.to_pylist()], dtype=np.int64)
+    r = norm[enc.indices.to_numpy(zero_copy_only=False)]
+    key = dept[mask] * len(texts) + r
+    n = np.bincount(key, minlength=len(dept_codes) * len(texts))
     reasons: dict[str, int] = {}
-    reasons_by_dept: dict[str, dict[str, int]] = {}
-    for d, reason, n in reason_rows:
-        text = (reason or "").strip() or "(no reason given)"
-        reasons[text] = reasons.get(text, 0) + int(n)
-        reasons_by_dept.setdefault(d, {})
-        reasons_by_dept[d][text] = reasons_by_dept[d].get(text, 0) + int(n)
+    by_dept: dict[str, dict[str, int]] = {}
+    for k in np.flatnonzero(n):
+        d, t = divmod(int(k), len(texts))
+        reasons[texts[t]] = reasons.get(texts[t], 0) + int(n[k])
+        by_dept.setdefault(dept_codes[d], {})[texts[t]] = int(n[k])
+    return reasons, by_dept
 
+
+def sharing_report(
+    counts: SharingCounts,
+    *,
+    session: Session,
+    period: Period,
+    department: str | None,
+    now: datetime | None = None,
+) -> Report:
+    """Lay the counts out as the sharing-rate :class:`Report` (rows, figures, tables, charts).
+
+    Args:
+        counts: from :func:`sharing_counts` (or the SQL reference).
+        session: a catalog session (for the department names). period, department, now: as
+            for :func:`sharing_rate`.
+
+    Returns:
+        :class:`Report` ``sharing-rate`` (see :func:`sharing_rate`).
+
+    Raises:
+        ReportError: the department query failed.
+    """
+    entries, used, requests = counts.entries, counts.used, counts.requests
+    med_dept, med_all = counts.median_ms, counts.median_ms_all
+    reasons, reasons_by_dept, months = counts.reasons, counts.reasons_by_dept, counts.months
     # -- rows --------------------------------------------------------------------------------
     rows = []
     totals = {k: Ratio(0, 0) for k in ("catalog", "actual", "satisfaction", "open")}

@@ -1,7 +1,10 @@
 """SQL helpers shared by the reports: period filters, portable date arithmetic, medians.
 
-Everything heavy runs in the catalog DB as ``GROUP BY`` / window queries (SQLite embedded,
-PostgreSQL in production); Python only sees one row per department, month or reason.
+The quality and security reports count in the catalog DB as ``GROUP BY`` / window queries
+(SQLite embedded, PostgreSQL in production); Python only sees one row per department, month or
+reason. The sharing-rate report reads the jobs once into Arrow instead (:mod:`reports._jobs`);
+its SQL reference (:mod:`reports._sharing_sql`) still uses :func:`medians` and
+:func:`millis_between`.
 """
 
 from __future__ import annotations
