@@ -47,6 +47,8 @@ class RunContext:
         contract: the dataset's contract.
         inputs: input name → file in the job folder (e.g. the PSI request).
         owner: the requester's department owns the dataset.
+        delta_version: the pinned Delta version of ``table`` (None outside the worker).
+        cache_dir: ``<GOVDX_HOME>/sandbox/cache``, for per-version caches (None: no cache).
     """
 
     table: pa.Table
@@ -55,6 +57,8 @@ class RunContext:
     contract: Contract
     inputs: dict[str, Path] = field(default_factory=dict)
     owner: bool = False
+    delta_version: int | None = None
+    cache_dir: Path | None = None
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Differentially private statistics in the sandbox (差分隐私统计): the ``dp_query`` computation.
 
-A requester asks for a count, sum, mean, histogram or quantile of one dataset version, with
-optional filters and a group-by over *public* group domains, at an ε it pays from its
-(requester, dataset) budget (:mod:`sandbox._ledger`). The contract's ``sandbox.dp`` block fixes
-everything the privacy proof rests on::
+A requester asks for a count, sum, mean, histogram or quantile — or count, sum and mean together
+(``statistic: [count, sum]``) — of one dataset version, with optional filters and a group-by
+over *public* group domains, at an ε it pays from its (requester, dataset) budget
+(:mod:`sandbox._ledger`). The contract's ``sandbox.dp`` block fixes everything the privacy
+proof rests on::
 
     sandbox:
       allowed_computations: [dp_query]
@@ -14,28 +15,32 @@ everything the privacy proof rests on::
         max_contributions: 1            # rows kept per privacy unit (person / enterprise)
         bounds: {contribution_base: [0, 40000]}     # clamp range, whole units of the column
         derived: {employer_district: {column: employer_uscc, start: 2, length: 6}}
-        public_domains: {employer_district: region_codes}   # or an explicit [list]
+        public_domains: {employer_district: region_codes}   # region_codes:3201, or a [list]
         quantile_candidates: 101        # candidates of a quantile, evenly spaced in bounds
 
-The run, vectorised in DuckDB over the pinned Arrow table, then OpenDP on the small vectors:
+The run, vectorised with Arrow compute over the pinned Arrow table, then OpenDP on the small
+per-cell vectors:
 
-1. filters (row-wise, 1-stable), rows with a NULL measured value dropped;
-2. group keys looked up in the declared public domain (rows outside it dropped) — the set of
+1. contribution bounding, a property of the table version (not of the query): the first
+   ``max_contributions`` rows of each privacy unit in storage order are kept
+   (:mod:`sandbox._dp_cache`; computed once per version and cached under the home);
+2. filters (row-wise, 1-stable), rows with a NULL measured value dropped;
+3. group keys looked up in the declared public domain (rows outside it dropped) — the set of
    released groups is the whole domain, never taken from the data;
-3. contribution bounding: at most ``max_contributions`` rows per privacy unit are kept
-   (``row_number() OVER (PARTITION BY hash(unit)) <= m``; a hash collision merges two units,
-   which only tightens the bound);
-4. values rounded to whole units and clamped to ``bounds``;
-5. per-group count / sum vector over the dense domain → OpenDP discrete Laplace
-   (:func:`privacy._dp.make_vector_laplace`); quantiles → OpenDP exponential mechanism.
+4. values rounded to whole units (half away from zero) and clamped to ``bounds``;
+5. per-group count / sum vector over the dense domain (one aggregate pass for count and sum)
+   → OpenDP discrete Laplace (:func:`privacy._dp.make_vector_laplace`; the count and the sum
+   vectors drawn on two threads, :func:`privacy._dp.release_vectors`); quantiles → OpenDP
+   exponential mechanism.
 
 Sensitivity (neighbouring datasets differ in all rows of one privacy unit — user-level DP):
-after step 3 one unit owns at most m rows, each in exactly one group (cell). Removing the unit
-changes the count vector by at most m in L1 norm (Δ₁ = m) and, since every kept value lies in
-[L, U], the sum vector by at most m · max(|L|, |U|) (Δ₁ = m · max(|L|, |U|)). Histograms are
-count vectors over (group × bin) cells: Δ₁ = m. A mean releases a noisy sum and a noisy count
-at ε/2 each (basic composition) and divides (post-processing). A grouped quantile runs one
-exponential mechanism per group, each calibrated so map(k) ≤ k·ε/m; a unit's rows fall in
+after step 1 one unit owns at most m rows, and steps 2–3 only drop rows, each left in exactly
+one group (cell). Removing the unit changes the count vector by at most m in L1 norm (Δ₁ = m)
+and, since every kept value lies in [L, U], the sum vector by at most m · max(|L|, |U|)
+(Δ₁ = m · max(|L|, |U|)). Histograms are count vectors over (group × bin) cells: Δ₁ = m. A
+mean — and any list of count, sum and mean — releases a noisy sum and a noisy count at ε/2
+each (basic composition); a mean is their quotient (post-processing). A grouped quantile runs
+one exponential mechanism per group, each calibrated so map(k) ≤ k·ε/m; a unit's rows fall in
 groups with Σ m_g ≤ m, so the total loss is ≤ ε.
 
 Error messages name the dataset, keys and columns, never a value of a row.
@@ -43,17 +48,21 @@ Error messages name the dataset, keys and columns, never a value of a row.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from fractions import Fraction
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from govdx._contract import Contract
@@ -65,9 +74,10 @@ from privacy._dp import (
     make_quantile,
     make_vector_laplace,
     parse_budget,
-    release_vector,
+    release_vectors,
 )
 from sandbox._computations import Computation, Output, RunContext, register_computation
+from sandbox._dp_cache import BoundedSelection, BoundingCache, BoundingKey, bounded_selection
 from sandbox._errors import PolicyRefused, RunError
 
 if TYPE_CHECKING:
@@ -76,8 +86,12 @@ if TYPE_CHECKING:
     from sandbox._ledger import DpLedgerEntry
     from sandbox._policy import SandboxPolicy
 
-#: Named public domains a contract may use in ``sandbox.dp.public_domains``.
+#: Named public domains a contract may use in ``sandbox.dp.public_domains`` (plus
+#: ``region_codes:<prefix>``, the county-level codes in use under a province or prefecture).
 NAMED_DOMAINS = ("region_codes", "region_codes_all")
+_REGION_PREFIX = re.compile(r"^region_codes:([0-9]{2}|[0-9]{4})$")
+#: Statistics a job may ask for together in one release (``statistic: [count, sum, mean]``).
+MULTI_STATISTICS = ("count", "sum", "mean")
 _NUMERIC = {"integer", "decimal"}
 MECHANISM_LAPLACE = "discrete_laplace"
 MECHANISM_QUANTILE = "exponential_quantile"
@@ -105,7 +119,9 @@ class DpPolicy(BaseModel):
         max_contributions: rows kept per privacy unit (1–1000).
         bounds: column → [lo, hi] clamp range in whole units of the column.
         public_domains: group column → ``region_codes`` (GB/T 2260 county codes in use),
-            ``region_codes_all`` (in use and retired) or an explicit list of keys.
+            ``region_codes_all`` (in use and retired), ``region_codes:<prefix>`` (the county
+            codes in use under a 2-digit province or 4-digit prefecture, e.g. ``3201`` 南京市;
+            a prefix with no such code is refused) or an explicit list of keys.
         derived: derived group keys (:class:`DerivedKey`).
         quantile_candidates: number of evenly spaced integer candidates of a quantile.
     """
@@ -148,10 +164,17 @@ class DpPolicy(BaseModel):
     def _domains(cls, v: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
         for col, d in v.items():
             if isinstance(d, str) and d not in NAMED_DOMAINS:
-                raise ValueError(
-                    f"public_domains.{col}: {d!r} is not a named domain {list(NAMED_DOMAINS)} "
-                    "nor a list"
-                )
+                m = _REGION_PREFIX.match(d)
+                if m is None:
+                    raise ValueError(
+                        f"public_domains.{col}: {d!r} is not a named domain "
+                        f"{list(NAMED_DOMAINS)}, 'region_codes:<2- or 4-digit prefix>' nor a list"
+                    )
+                if not _region_prefix_codes(m.group(1)):
+                    raise ValueError(
+                        f"public_domains.{col}: {d!r}: no GB/T 2260 county-level code in use "
+                        f"starts with {m.group(1)!r} (未知的行政区划代码前缀)"
+                    )
             if isinstance(d, list) and (not d or len(set(d)) != len(d)):
                 raise ValueError(f"public_domains.{col}: the list must be non-empty, no repeats")
         return v
@@ -203,17 +226,45 @@ def domain_keys(spec: str | list[str]) -> list[str]:
 
     Args:
         spec: ``region_codes`` (GB/T 2260 county-level codes in use,
-            ``quality.division_codes().county_codes_in_use()``), ``region_codes_all`` (in use
-            and retired) or an explicit list.
+            ``quality.division_codes().county_codes_in_use()``, ≈2,846), ``region_codes_all``
+            (in use and retired), ``region_codes:<prefix>`` (the county-level codes in use
+            under a 2-digit province or 4-digit prefecture prefix, e.g. ``region_codes:3201``:
+            the 11 districts of 南京市) or an explicit list.
+
+    Raises:
+        ValueError: an unknown named domain or a prefix without county codes in use.
+
+    Examples:
+        >>> domain_keys("region_codes:3201")[:3]
+        ['320102', '320104', '320105']
     """
     if isinstance(spec, list):
         return [str(x) for x in spec]
+    m = _REGION_PREFIX.match(spec)
+    if m is not None:
+        keys = _region_prefix_codes(m.group(1))
+        if not keys:
+            raise ValueError(f"{spec!r}: no GB/T 2260 county-level code in use under this prefix")
+        return list(keys)
+    if spec not in NAMED_DOMAINS:
+        raise ValueError(f"{spec!r} is not a named public domain")
+    return list(_named_domain(spec))
+
+
+@functools.lru_cache(maxsize=8)
+def _named_domain(spec: str) -> tuple[str, ...]:
     from quality import division_codes
 
     rc = division_codes()
     if spec == "region_codes":
-        return rc.county_codes_in_use()
-    return sorted(set(rc.county_codes_in_use()) | set(rc.county_codes_retired()))
+        return tuple(rc.county_codes_in_use())
+    return tuple(sorted(set(rc.county_codes_in_use()) | set(rc.county_codes_retired())))
+
+
+@functools.lru_cache(maxsize=64)
+def _region_prefix_codes(prefix: str) -> tuple[str, ...]:
+    """County-level codes in use that start with ``prefix`` (sorted; empty if none)."""
+    return tuple(c for c in _named_domain("region_codes") if c.startswith(prefix))
 
 
 # --- the job's params ------------------------------------------------------------------------
@@ -231,7 +282,10 @@ class DpQueryParams(BaseModel):
     """Params of ``dp_query``.
 
     Attributes:
-        statistic: ``count`` | ``sum`` | ``mean`` | ``histogram`` | ``quantile``.
+        statistic: ``count`` | ``sum`` | ``mean`` | ``histogram`` | ``quantile``, or a list of
+            distinct ``count`` / ``sum`` / ``mean`` released together from one bounded
+            aggregate at one ε (split exactly between the noisy count and sum vectors; one
+            ledger charge), e.g. ``[count, sum]``.
         column: the measured column (all but ``count``), with ``sandbox.dp.bounds``.
         group_by: 0–2 columns with a public domain (fields or ``sandbox.dp.derived`` keys).
         filters: 0–5 :class:`Filter` s, combined with AND.
@@ -244,7 +298,10 @@ class DpQueryParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    statistic: Literal["count", "sum", "mean", "histogram", "quantile"]
+    statistic: (
+        Literal["count", "sum", "mean", "histogram", "quantile"]
+        | list[Literal["count", "sum", "mean"]]
+    )
     column: str | None = None
     group_by: list[str] = Field(default_factory=list, max_length=2)
     filters: list[Filter] = Field(default_factory=list, max_length=5)
@@ -253,6 +310,25 @@ class DpQueryParams(BaseModel):
     bins: list[int] | None = Field(default=None, max_length=1001)
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
     confidence: float = Field(default=0.95, ge=0.5, le=0.999)
+
+    @field_validator("statistic")
+    @classmethod
+    def _statistics(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a list of statistics must be non-empty, without repeats")
+        return v
+
+    @property
+    def statistics(self) -> tuple[str, ...]:
+        """The statistics released, in :data:`MULTI_STATISTICS` order for a list."""
+        if isinstance(self.statistic, str):
+            return (self.statistic,)
+        return tuple(x for x in MULTI_STATISTICS if x in self.statistic)
+
+    @property
+    def statistic_name(self) -> str:
+        """``count`` … or ``count+sum`` for a list (the ledger's ``statistic``)."""
+        return "+".join(self.statistics)
 
     @field_validator("epsilon", mode="before")
     @classmethod
@@ -409,8 +485,9 @@ class DpQuery:
                     f"{key}: {col!r} has no declared public domain (sandbox.dp.public_domains); "
                     "group keys never come from the data"
                 )
-        stat = p.statistic
-        if stat != "count":
+        stats = p.statistics
+        stat = p.statistic_name
+        if stats != ("count",):
             if p.column is None:
                 reasons.append(f"computation.params.column: {stat} needs a column")
             elif p.column not in names:
@@ -483,7 +560,8 @@ class DpQuery:
             )
         m = dp.max_contributions
         eps = params.epsilon_q
-        stat = params.statistic
+        stats = params.statistics
+        stat = stats[0] if len(stats) == 1 else "multi"
         bound = 0
         if params.column is not None and params.column in dp.bounds:
             lo, hi = dp.bounds[params.column]
@@ -492,7 +570,9 @@ class DpQuery:
             parts: tuple[DpPart, ...] = (DpPart("count", m, eps),)
         elif stat == "sum":
             parts = (DpPart("sum", m * bound, eps),)
-        elif stat == "mean":
+        elif stat == "mean" or (stat == "multi" and stats != ("count",)):
+            # a mean (or count, sum and mean together) releases one noisy sum and one noisy
+            # count at ε/2 each; a mean is their quotient (post-processing)
             parts = (DpPart("sum", m * bound, eps / 2), DpPart("count", m, eps / 2))
         else:
             lo, hi = dp.bounds[params.column or ""]
@@ -528,131 +608,211 @@ class DpQuery:
         return list(dict.fromkeys(cols))
 
     # --- the run ------------------------------------------------------------------------------
-    def _bounded_sql(self) -> tuple[str, list[Any]]:
-        p, dp = self.params, self.dp
-        q = _quote
-        where: list[str] = []
-        args: list[Any] = []
-        ops = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-        for flt in p.filters:
-            col = q(flt.column)
-            ftype = self.contract.field(flt.column).type.value
+    def bounding_key(self, version: int) -> BoundingKey:
+        """The :class:`~sandbox._dp_cache.BoundingKey` of this dataset at Delta ``version``."""
+        return BoundingKey(
+            dataset=self.contract.code,
+            version=int(version),
+            definition=self.contract.definition_digest(),
+            privacy_unit=self.contract.privacy_unit or "",
+            max_contributions=int(self.dp.max_contributions),
+        )
+
+    @cached_property
+    def _domains(self) -> tuple[pa.Array, ...]:
+        return tuple(pa.array(keys, pa.string()) for keys in self.group_keys)
+
+    @cached_property
+    def _groups(self) -> list[list[str]]:
+        return _cartesian(self.group_keys)
+
+    @property
+    def n_groups(self) -> int:
+        """Cells of the dense public domain (1 without a group-by)."""
+        return math.prod(len(k) for k in self.group_keys) if self.group_keys else 1
+
+    def _filter_mask(self, table: pa.Table, i: int) -> Any:
+        flt = self.params.filters[i]
+        col = table[flt.column]
+        ftype = self.contract.field(flt.column).type.value
+        try:  # filter values come from the requester; messages never repeat them
             if flt.op == "in":
                 values = [_filter_value(v, ftype) for v in flt.value]  # type: ignore[union-attr]
-                where.append(f"{col} IN ({', '.join('?' for _ in values)})")
-                args += values
-            else:
-                where.append(f"{col} {ops[flt.op]} ?")
-                args.append(_filter_value(flt.value, ftype))
-        select = []
-        joins = []
-        idx_terms = []
-        for i, c in enumerate(p.group_by):
-            if c in dp.derived:
-                d = dp.derived[c]
-                expr = f"substr(CAST({q(d.column)} AS VARCHAR), {d.start + 1}, {d.length})"
-            else:
-                expr = f"CAST({q(c)} AS VARCHAR)"
-            joins.append(f"JOIN dom{i} ON {expr} = dom{i}.k")
-            idx_terms.append(f"dom{i}.i")
-        stride = 1
-        index_expr_parts = []
-        for i in reversed(range(len(idx_terms))):
-            index_expr_parts.append(f"{idx_terms[i]} * {stride}")
-            stride *= len(self.group_keys[i])
-        index_expr = " + ".join(index_expr_parts) if index_expr_parts else "0"
-        select.append(f"({index_expr})::BIGINT AS cell")
-        if p.column:
-            lo, hi = dp.bounds[p.column]
-            where.append(f"{q(p.column)} IS NOT NULL")
-            select.append(
-                f"least(greatest(CAST(round({q(p.column)}) AS BIGINT), {int(lo)}), {int(hi)}) AS v"
-            )
-        unit = q(self.contract.privacy_unit or "")
-        select.append(f"hash({unit}) AS uk")
-        own = "hash(cell, v)" if p.column else "hash(cell)"
-        m = int(dp.max_contributions)
-        base = f"SELECT {', '.join(select)} FROM t {' '.join(joins)}" + (
-            f" WHERE {' AND '.join(where)}" if where else ""
-        )
-        out_cols = "cell, v" if p.column else "cell"
-        # Units with more than m rows are found with one hash aggregate; only their rows go
-        # through the window that keeps m of them, chosen by an order of the rows' own content
-        # (so the truncation is stable: another unit never changes which rows are kept).
-        keep = (
-            f"WITH b AS MATERIALIZED ({base}), "
-            f"o AS (SELECT uk FROM b GROUP BY uk HAVING count(*) > {m}) "
-            f"SELECT {out_cols} FROM b ANTI JOIN o USING (uk) "
-            f"UNION ALL "
-            f"SELECT {out_cols} FROM (SELECT {out_cols}, uk, {own} AS rk FROM b SEMI JOIN o USING (uk)) "
-            f"QUALIFY row_number() OVER (PARTITION BY uk ORDER BY rk) <= {m}"
-        )
-        return keep, args
+                return pc.is_in(col, value_set=_value_array(values, col.type))
+            fn = {
+                "eq": pc.equal,
+                "ne": pc.not_equal,
+                "lt": pc.less,
+                "le": pc.less_equal,
+                "gt": pc.greater,
+                "ge": pc.greater_equal,
+            }[flt.op]
+            return fn(col, _value_array([_filter_value(flt.value, ftype)], col.type)[0])
+        except (pa.ArrowException, ValueError, TypeError, ArithmeticError) as exc:
+            raise RunError(
+                f"dp_query: computation.params.filters.{i}: the value cannot be compared with "
+                f"column {flt.column!r} ({col.type})"
+            ) from exc
 
-    def aggregate(self, table: pa.Table) -> dict[str, np.ndarray]:
-        """The exact (not yet noisy) per-cell aggregates, vectorised in DuckDB.
+    def _key(self, table: pa.Table, name: str) -> Any:
+        """Group-key strings of column / derived key ``name``, one per row."""
+        if name in self.dp.derived:
+            d = self.dp.derived[name]
+            return pc.utf8_slice_codeunits(
+                pc.cast(table[d.column], pa.string()), d.start, d.start + d.length
+            )
+        col = table[name]
+        return col if col.type == pa.string() else pc.cast(col, pa.string())
+
+    def _clamped(self, col: Any) -> Any:
+        """Values rounded to whole units (half away from zero) and clamped to the bounds:
+        int64[rows]. Integer bounds make round∘clamp = clamp∘round."""
+        lo, hi = self.dp.bounds[self.params.column or ""]
+        t = col.type
+        if pa.types.is_decimal(t):
+            col = pc.round(col, 0, round_mode="half_towards_infinity")
+            col = pc.cast(col, pa.decimal128(38, 0))
+            lo_s, hi_s = (
+                pa.scalar(Decimal(lo), pa.decimal128(38, 0)),
+                pa.scalar(Decimal(hi), pa.decimal128(38, 0)),
+            )
+        elif pa.types.is_floating(t):
+            col = pc.round(col, 0, round_mode="half_towards_infinity")
+            lo_s, hi_s = pa.scalar(float(lo), t), pa.scalar(float(hi), t)
+        else:
+            col = pc.cast(col, pa.int64())
+            if col.null_count == 0:  # the usual case (NULL rows are filtered out before)
+                flat = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+                return pa.array(np.clip(flat.to_numpy(), lo, hi), pa.int64())
+            lo_s, hi_s = pa.scalar(int(lo), pa.int64()), pa.scalar(int(hi), pa.int64())
+        col = pc.min_element_wise(pc.max_element_wise(col, lo_s, skip_nulls=False), hi_s)
+        return pc.cast(col, pa.int64())
+
+    def _kept(self, table: pa.Table, selection: BoundedSelection | None) -> pa.Table:
+        """The rows that enter the aggregate: bounded (step 1), filtered (2), with a value
+        (3): pyarrow.Table[kept rows × (k0[, k1], [v])], k* string, v int64 clamped."""
+        p = self.params
+        unit = self.contract.privacy_unit or ""
+        sel = selection
+        if sel is None:
+            sel = bounded_selection(table, unit, self.dp.max_contributions)
+        if sel.rows != table.num_rows:
+            raise RunError(
+                f"dp_query: the bounded selection is for {sel.rows} rows, the table has "
+                f"{table.num_rows}"
+            )
+        masks = [m for m in [sel.keep_mask()] if m is not None]
+        masks += [self._filter_mask(table, i) for i in range(len(p.filters))]
+        if p.column and table[p.column].null_count:
+            masks.append(pc.is_valid(table[p.column]))
+        sources = {self.dp.derived[c].column if c in self.dp.derived else c for c in p.group_by}
+        if p.column:
+            sources.add(p.column)
+        # a count without group-by reads no column: a placeholder column carries the row count
+        raw = (
+            table.select(sorted(sources)) if sources else pa.table({"_": pa.nulls(table.num_rows)})
+        )
+        if masks:
+            raw = raw.filter(functools.reduce(pc.and_kleene, masks))
+        cols: dict[str, Any] = {f"k{i}": self._key(raw, c) for i, c in enumerate(p.group_by)}
+        if p.column:
+            cols["v"] = self._clamped(raw[p.column])
+        return pa.table(cols) if cols else raw
+
+    def _cells(self, keys: list[Any]) -> np.ndarray:
+        """Dense cell index (int64) of every key tuple; −1 outside the public domain."""
+        cell = np.zeros(len(keys[0]) if keys else 0, dtype=np.int64)
+        ok = np.ones(len(cell), dtype=bool)
+        for i, k in enumerate(keys):
+            idx = pc.fill_null(pc.index_in(k, value_set=self._domains[i]), -1)
+            idx = np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
+            ok &= idx >= 0
+            cell = cell * len(self.group_keys[i]) + idx
+        cell[~ok] = -1
+        return cell
+
+    def aggregate(
+        self, table: pa.Table, selection: BoundedSelection | None = None
+    ) -> dict[str, np.ndarray]:
+        """The exact (not yet noisy) per-cell aggregates, vectorised with Arrow compute.
 
         Args:
-            table: pyarrow.Table[rows × :meth:`columns`] (plaintext, inside the sandbox).
+            table: pyarrow.Table[rows × :meth:`columns`] (plaintext, inside the sandbox), in
+                storage order.
+            selection: the version's contribution bounding
+                (:class:`~sandbox._dp_cache.BoundedSelection`, e.g. from the cache); computed
+                from ``table`` when None (the same rows either way).
 
         Returns:
             ``{"count": int64[cells], "sum": int64[cells]}`` over the dense public domain (a
-            quantile returns ``{"cell": int64[rows], "v": int64[rows]}`` of the bounded rows).
-        """
-        import duckdb
+            quantile returns ``{"cell": int64[rows], "v": int64[rows]}`` of the kept rows,
+            sorted by cell).
 
-        n_groups = math.prod(len(k) for k in self.group_keys) if self.group_keys else 1
-        con = duckdb.connect()
-        try:
-            con.register("t", table)
-            for i, keys in enumerate(self.group_keys):
-                con.register(
-                    f"dom{i}",
-                    pa.table(
-                        {
-                            "k": pa.array(keys, pa.string()),
-                            "i": pa.array(range(len(keys)), pa.int64()),
-                        }
-                    ),
+        Raises:
+            RunError: a column is missing, a filter value does not fit its column, or a sum
+                could overflow int64.
+        """
+        p = self.params
+        kept = self._kept(table, selection)
+        n_groups = self.n_groups
+        nk = len(p.group_by)
+        keys = [kept[f"k{i}"] for i in range(nk)]
+        stat = p.statistic_name
+        if stat in ("quantile", "histogram"):
+            cell = self._cells(keys) if nk else np.zeros(kept.num_rows, dtype=np.int64)
+            v = kept["v"].to_numpy()
+            inside = cell >= 0
+            cell, v = cell[inside], v[inside]
+            if stat == "quantile":
+                order = np.argsort(cell, kind="stable")
+                return {"cell": cell[order], "v": v[order]}
+            edges = np.asarray(p.bins, dtype=np.int64)
+            nb = len(edges) - 1
+            b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, nb - 1)
+            counts = np.bincount(cell * nb + b, minlength=n_groups * nb).astype(np.int64)
+            return {"count": counts}
+        if p.column:
+            lo, hi = self.dp.bounds[p.column]
+            if kept.num_rows * max(abs(lo), abs(hi)) >= 2**63:
+                raise RunError(
+                    f"dp_query: a sum of {kept.num_rows} values within bounds [{lo}, {hi}] of "
+                    f"{p.column!r} could overflow int64"
                 )
-            bounded, args = self._bounded_sql()
-            stat = self.params.statistic
-            if stat in ("quantile", "histogram"):
-                out = con.sql(
-                    f"SELECT cell, v FROM ({bounded}) ORDER BY cell", params=args
-                ).to_arrow_table()
-                cell = out["cell"].to_numpy()
-                v = out["v"].to_numpy()
-                if stat == "quantile":
-                    return {"cell": cell, "v": v}
-                edges = np.asarray(self.params.bins, dtype=np.int64)
-                nb = len(edges) - 1
-                b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, nb - 1)
-                counts = np.bincount(cell * nb + b, minlength=n_groups * nb).astype(np.int64)
-                return {"count": counts}
-            agg = "count(*) AS n" + (", sum(v)::BIGINT AS s" if self.params.column else "")
-            out = con.sql(
-                f"SELECT cell, {agg} FROM ({bounded}) GROUP BY cell", params=args
-            ).to_arrow_table()
-        finally:
-            con.close()
-        cells = out["cell"].to_numpy()
         count = np.zeros(n_groups, dtype=np.int64)
-        count[cells] = out["n"].to_numpy()
+        total = np.zeros(n_groups, dtype=np.int64)
+        if not nk:
+            count[0] = kept.num_rows
+            if p.column:
+                total[0] = int(pc.sum(kept["v"]).as_py() or 0)
+        elif kept.num_rows:
+            aggs: list[tuple[Any, ...]] = [([], "count_all")]
+            if p.column:
+                aggs.append(("v", "sum"))
+            out = kept.group_by([f"k{i}" for i in range(nk)]).aggregate(aggs)
+            cell = self._cells([out[f"k{i}"] for i in range(nk)])
+            inside = cell >= 0
+            count[cell[inside]] = out["count_all"].to_numpy()[inside]
+            if p.column:
+                total[cell[inside]] = out["v_sum"].to_numpy()[inside]
         result = {"count": count}
-        if self.params.column:
-            s = np.zeros(n_groups, dtype=np.int64)
-            s[cells] = out["s"].to_numpy()
-            result["sum"] = s
+        if p.column:
+            result["sum"] = total
         return result
 
-    def release(self, table: pa.Table) -> tuple[dict[str, Any], pa.Table]:
+    def release(
+        self, table: pa.Table, selection: BoundedSelection | None = None
+    ) -> tuple[dict[str, Any], pa.Table]:
         """Run the query: aggregate, add OpenDP noise, build the released document.
+
+        Args:
+            table: pyarrow.Table[rows × :meth:`columns`], storage order.
+            selection: the version's bounded selection (see :meth:`aggregate`).
 
         Returns:
             ``(document, table)``: the JSON-ready result (mechanism, ε/δ, scales, CIs, rows)
             and pyarrow.Table[cells × (group columns, [bin_low, bin_high], value, ci_low,
-            ci_high)] for disclosure control.
+            ci_high)] for disclosure control; for a list of statistics the value columns are
+            ``<stat>, <stat>_ci_low, <stat>_ci_high`` per statistic.
 
         Raises:
             RunError: a column is missing from the table. DpError: OpenDP failed.
@@ -662,14 +822,17 @@ class DpQuery:
             raise RunError(f"dp_query: the table lacks column(s) {missing}")
         p = self.params
         conf = p.confidence
-        exact = self.aggregate(table)
-        groups = _cartesian(self.group_keys)
-        n_groups = len(groups[0]) if groups else 1
+        exact = self.aggregate(table, selection)
+        groups = self._groups
+        n_groups = self.n_groups
         noise: list[dict[str, Any]] = []
         cols: dict[str, Any] = {c: groups[i] for i, c in enumerate(p.group_by)}
         part_conf = 1 - (1 - conf) / len(self.parts)  # Bonferroni over the parts
         noisy: dict[str, np.ndarray] = {}
         half: dict[str, float] = {}
+        laplace = [part for part in self.parts if part.name != "quantile"]
+        drawn = release_vectors([(part.measurement, exact[part.name]) for part in laplace])
+        noisy.update({part.name: v for part, v in zip(laplace, drawn, strict=True)})
         for part in self.parts:
             info = {
                 "part": part.name,
@@ -682,51 +845,45 @@ class DpQuery:
             if part.name == "quantile":
                 noisy["quantile"] = self._quantiles(part, exact, n_groups)
             else:
-                noisy[part.name] = np.asarray(
-                    release_vector(part.measurement, exact[part.name].tolist()), dtype=np.int64
-                )
                 half[part.name] = laplace_accuracy(part.scale, part_conf)
                 info["ci_halfwidth"] = half[part.name]
                 info["ci_level"] = part_conf
             noise.append(info)
-        stat = p.statistic
-        if stat in ("count", "sum"):
-            value = noisy[stat].astype(np.float64)
-            lo_ci, hi_ci = value - half[stat], value + half[stat]
-        elif stat == "mean":
-            lo_b, hi_b = self.dp.bounds[p.column or ""]
-            s, c = noisy["sum"].astype(np.float64), noisy["count"].astype(np.float64)
-            value = np.clip(np.divide(s, c, out=np.full(n_groups, np.nan), where=c > 0), lo_b, hi_b)
-            value = np.where(c > 0, value, (lo_b + hi_b) / 2)
-            cl = c - half["count"]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                cands = np.stack([(s - half["sum"]) / cl, (s + half["sum"]) / cl])
-            ok = cl > 0
-            lo_ci = np.where(ok, np.clip(cands.min(axis=0), lo_b, hi_b), lo_b)
-            hi_ci = np.where(ok, np.clip(cands.max(axis=0), lo_b, hi_b), hi_b)
-        elif stat == "histogram":
-            edges = p.bins or []
-            nb = len(edges) - 1
-            value = noisy["count"].astype(np.float64)
-            lo_ci, hi_ci = value - half["count"], value + half["count"]
-            cols = {c: np.repeat(np.asarray(v, dtype=object), nb).tolist() for c, v in cols.items()}
-            cols["bin_low"] = np.tile(np.asarray(edges[:-1], dtype=np.int64), n_groups).tolist()
-            cols["bin_high"] = np.tile(np.asarray(edges[1:], dtype=np.int64), n_groups).tolist()
-        else:
-            value = noisy["quantile"].astype(np.float64)
-            lo_ci = hi_ci = np.full(len(value), np.nan)
-        rows_tbl = pa.table(
-            {
-                **{k: pa.array(v) for k, v in cols.items()},
-                "value": pa.array(value, pa.float64()),
-                "ci_low": pa.array(lo_ci, pa.float64(), mask=np.isnan(lo_ci)),
-                "ci_high": pa.array(hi_ci, pa.float64(), mask=np.isnan(hi_ci)),
-            }
-        )
+        stats = p.statistics
+        values: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for stat in stats:
+            if stat in ("count", "sum"):
+                value = noisy[stat].astype(np.float64)
+                values[stat] = (value, value - half[stat], value + half[stat])
+            elif stat == "mean":
+                values[stat] = self._mean(noisy, half, n_groups)
+            elif stat == "histogram":
+                edges = p.bins or []
+                nb = len(edges) - 1
+                value = noisy["count"].astype(np.float64)
+                values[stat] = (value, value - half["count"], value + half["count"])
+                cols = {
+                    c: np.repeat(np.asarray(v, dtype=object), nb).tolist() for c, v in cols.items()
+                }
+                cols["bin_low"] = np.tile(np.asarray(edges[:-1], dtype=np.int64), n_groups)
+                cols["bin_high"] = np.tile(np.asarray(edges[1:], dtype=np.int64), n_groups)
+            else:
+                value = noisy["quantile"].astype(np.float64)
+                nan = np.full(len(value), np.nan)
+                values[stat] = (value, nan, nan)
+        arrays: dict[str, pa.Array] = {k: pa.array(v) for k, v in cols.items()}
+        for stat, (value, lo_ci, hi_ci) in values.items():
+            name = "value" if len(stats) == 1 else stat
+            prefix = "" if len(stats) == 1 else f"{stat}_"
+            arrays[name] = pa.array(value, pa.float64())
+            arrays[f"{prefix}ci_low"] = pa.array(lo_ci, pa.float64(), mask=np.isnan(lo_ci))
+            arrays[f"{prefix}ci_high"] = pa.array(hi_ci, pa.float64(), mask=np.isnan(hi_ci))
+        rows_tbl = pa.table(arrays)
         eps, delta = self.privacy_loss()
+        stat_doc: Any = p.statistic if isinstance(p.statistic, str) else list(stats)
         doc = {
             "dataset": self.contract.code,
-            "statistic": stat,
+            "statistic": stat_doc,
             "column": p.column,
             "group_by": p.group_by,
             "filters": [f.model_dump(mode="json") for f in p.filters],
@@ -741,13 +898,28 @@ class DpQuery:
             "confidence": conf,
             "ci_note": (
                 "quantile: no interval (exponential mechanism); value is one of the public candidates"
-                if stat == "quantile"
+                if stats == ("quantile",)
                 else "ci from OpenDP discrete_laplacian_scale_to_accuracy, Bonferroni over parts"
             ),
             "columns": rows_tbl.column_names,
-            "rows": [[_cell(x) for x in r.values()] for r in rows_tbl.to_pylist()],
+            "rows": _json_rows(rows_tbl),
         }
         return doc, rows_tbl
+
+    def _mean(
+        self, noisy: dict[str, np.ndarray], half: dict[str, float], n_groups: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo_b, hi_b = self.dp.bounds[self.params.column or ""]
+        s, c = noisy["sum"].astype(np.float64), noisy["count"].astype(np.float64)
+        value = np.clip(np.divide(s, c, out=np.full(n_groups, np.nan), where=c > 0), lo_b, hi_b)
+        value = np.where(c > 0, value, (lo_b + hi_b) / 2)
+        cl = c - half["count"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cands = np.stack([(s - half["sum"]) / cl, (s + half["sum"]) / cl])
+        ok = cl > 0
+        lo_ci = np.where(ok, np.clip(cands.min(axis=0), lo_b, hi_b), lo_b)
+        hi_ci = np.where(ok, np.clip(cands.max(axis=0), lo_b, hi_b), hi_b)
+        return value, lo_ci.astype(np.float64), hi_ci.astype(np.float64)
 
     def _quantiles(self, part: DpPart, exact: dict[str, np.ndarray], n_groups: int) -> np.ndarray:
         cell, v = exact["cell"], exact["v"]
@@ -763,8 +935,27 @@ class DpQuery:
         return out
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _value_array(values: list[Any], typ: pa.DataType) -> pa.Array:
+    """Filter values as an Arrow array of the column's type (decimals keep their own
+    precision; the comparison kernels cast both sides to a common decimal type)."""
+    if pa.types.is_decimal(typ):
+        return pa.array([Decimal(str(v)) for v in values])
+    return pa.array(values).cast(typ)
+
+
+def _json_rows(table: pa.Table) -> list[list[Any]]:
+    """Rows of the released table for the JSON document: floats rounded to 6 decimals, NaN and
+    nulls as None (column-wise, no per-cell Python work beyond the final lists)."""
+    cols = []
+    for col in table.columns:
+        if pa.types.is_floating(col.type):
+            arr = col.to_numpy(zero_copy_only=False)
+            out = np.round(arr, 6).astype(object)
+            out[np.isnan(arr)] = None
+            cols.append(out.tolist())
+        else:
+            cols.append(col.to_pylist())
+    return [list(r) for r in zip(*cols, strict=True)]
 
 
 def _filter_value(v: Any, ftype: str) -> Any:
@@ -785,12 +976,6 @@ def _cartesian(keys: tuple[tuple[str, ...], ...]) -> list[list[str]]:
         arr = np.asarray(k, dtype=object)
         out.append(np.tile(np.repeat(arr, rep), total // (rep * sizes[i])).tolist())
     return out
-
-
-def _cell(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if math.isnan(v) else round(v, 6)
-    return v
 
 
 # --- the computation -------------------------------------------------------------------------
@@ -836,7 +1021,14 @@ class DpQueryComputation(Computation):
         from sandbox._disclosure import bound_rows
 
         query = DpQuery.build(ctx.params, ctx.contract, ctx.policy)
-        doc, table = query.release(ctx.table)
+        selection, bounding = None, "computed"
+        cache_dir = getattr(ctx, "cache_dir", None)
+        version = getattr(ctx, "delta_version", None)
+        if cache_dir is not None and version is not None:
+            cache = BoundingCache(cache_dir)
+            selection = cache.selection(query.bounding_key(version), ctx.table)
+            bounding = "cached" if cache.hits else "computed and cached"
+        doc, table = query.release(ctx.table, selection)
         bound_rows(table, ctx.policy.max_output_rows)
         data = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode("utf-8")
         eps, delta = query.privacy_loss()
@@ -849,6 +1041,7 @@ class DpQueryComputation(Computation):
                 "epsilon": fraction_text(eps),
                 "delta": fraction_text(delta),
                 "mechanism": query.mechanism,
+                "bounding": bounding,
             },
         )
 
@@ -883,7 +1076,7 @@ class DpQueryComputation(Computation):
             epsilon_cap=q.dp.epsilon_cap_q,
             delta_cap=q.dp.delta_cap_q,
             mechanism=q.mechanism,
-            statistic=params.statistic,
+            statistic=params.statistic_name,
             now=now,
         )
 

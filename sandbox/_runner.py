@@ -301,7 +301,11 @@ def _compute(task: WorkerTask) -> tuple[bytes, str, dict[str, Any]]:
                 arrays[name] = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         view = pa.table(arrays) if arrays else table.select([])
         inputs = {k: Path(v) for k, v in task.inputs.items()}
-        output = comp.run(RunContext(view, params, policy, contract, inputs, task.owner))
+        cache_dir = settings.home / "sandbox" / "cache"
+        ctx = RunContext(
+            view, params, policy, contract, inputs, task.owner, task.delta_version, cache_dir
+        )
+        output = comp.run(ctx)
         if output.table is not None and not task.owner:
             checked = [
                 f.name

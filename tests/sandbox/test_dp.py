@@ -249,9 +249,14 @@ def test_derived_group_key_uses_the_public_domain():
     assert agg["count"].tolist() == [5, 0]
 
 
-def test_filters_apply_before_bounding():
+def test_bounding_is_per_version_and_applies_before_filters():
+    """Bounding keeps the first m rows of each unit in storage order, whatever the query: p1
+    keeps its two 'a' rows, so a filter on 'b' sees only p2 (changed deliberately: before the
+    bounding cache, filters ran first and p1's two 'b' rows were kept for this query)."""
     query = q("count", filters=[{"column": "district", "op": "in", "value": ["b"]}])
-    assert query.aggregate(crafted())["count"].tolist() == [3]  # p1's 2 b rows (≤ m) + p2
+    assert query.aggregate(crafted())["count"].tolist() == [1]
+    on_a = q("count", filters=[{"column": "district", "op": "eq", "value": "a"}])
+    assert on_a.aggregate(crafted())["count"].tolist() == [2]  # p1's first two rows
     single = q("count", filters=[{"column": "district", "op": "eq", "value": "c"}])
     assert single.aggregate(crafted())["count"].tolist() == [1]  # isolates p4: still noisy
 
@@ -438,3 +443,132 @@ def test_service_charges_the_ledger_and_refuses_past_the_cap(box, settings):
     [row] = budget_report(box.factory, requester="bank")
     assert Fraction(row["epsilon_held"]) == cap
     assert {first["id"], third["id"]} <= {j["id"] for j in box.list_jobs(user="bank")}
+
+
+# --- several statistics in one job -----------------------------------------------------------
+def test_count_and_sum_in_one_job_split_epsilon_exactly():
+    query = q(["count", "sum"], column="wage", group_by=["district"], epsilon="1/3")
+    assert [(p.name, p.epsilon) for p in query.parts] == [
+        ("sum", Fraction(1, 6)),
+        ("count", Fraction(1, 6)),
+    ]
+    assert query.privacy_loss() == (Fraction(1, 3), Fraction(0))
+    assert query.params.statistic_name == "count+sum"
+    assert [p.sensitivity for p in query.parts] == [2 * 100, 2]
+    exact = query.aggregate(crafted())
+    # p1 keeps its first two rows (a: 500→100, -5→0); p2 b 10; p3 outside; p4 NULL wage
+    assert exact["count"].tolist() == [2, 1, 0] and exact["sum"].tolist() == [100, 10, 0]
+    doc, table = query.release(crafted())
+    assert doc["statistic"] == ["count", "sum"]
+    assert doc["columns"] == [
+        "district",
+        *("count", "count_ci_low", "count_ci_high"),
+        *("sum", "sum_ci_low", "sum_ci_high"),
+    ]
+    half = {n["part"]: n["ci_halfwidth"] for n in doc["noise"]}
+    assert {n["ci_level"] for n in doc["noise"]} == {1 - 0.05 / 2}  # Bonferroni over 2 parts
+    for row in doc["rows"]:
+        assert row[2] == pytest.approx(row[1] - half["count"], abs=1e-5)
+        assert row[6] == pytest.approx(row[4] + half["sum"], abs=1e-5)
+    assert table.num_rows == 3
+
+
+def test_count_sum_and_mean_share_the_two_noisy_vectors():
+    query = q(["mean", "sum", "count"], column="wage", epsilon="1/2")
+    assert query.params.statistics == ("count", "sum", "mean")
+    assert [p.name for p in query.parts] == ["sum", "count"]
+    assert query.privacy_loss()[0] == Fraction(1, 2)
+    doc, _ = query.release(crafted())
+    [row] = doc["rows"]
+    assert doc["columns"][6:] == ["mean", "mean_ci_low", "mean_ci_high"]
+    assert 0 <= row[6] <= 100
+
+
+@pytest.mark.parametrize(
+    ("statistic", "fragment"),
+    [
+        pytest.param(["count", "count"], "without repeats", id="repeat"),
+        pytest.param([], "without repeats", id="empty"),
+        pytest.param(["count", "histogram"], "statistic", id="histogram-in-list"),
+    ],
+)
+def test_bad_statistic_lists_are_refused_at_the_door(statistic, fragment):
+    with pytest.raises(JobSpecError, match=fragment):
+        _spec(statistic=statistic, column="wage")
+
+
+def test_statistic_list_with_sum_needs_a_bounded_column():
+    reasons = DpQuery.reasons(
+        DpQueryParams(statistic=["count", "sum"], epsilon="1/2"), si_contract(dp=DP), None
+    )
+    assert reasons == ["computation.params.column: count+sum needs a column"]
+
+
+def test_one_ledger_charge_for_a_list_of_statistics(box):
+    params = _spec("1/2", statistic=["count", "sum"], column="wage").params
+    with box.factory.begin() as s:
+        entry = DpQueryComputation.on_submit(
+            s, job_id="jm", requester="bank", contract=si_contract(dp=DP), params=params
+        )
+        assert (entry.statistic, entry.eps_num, entry.eps_den) == ("count+sum", "1", "2")
+
+
+# --- filters on typed columns (Arrow compute) ------------------------------------------------
+def test_filters_on_a_decimal_column_and_a_bad_filter_value():
+    wide = {**DP, "max_contributions": 10}
+    query = DpQuery.build(
+        DpQueryParams(
+            statistic="count", epsilon="1/2", filters=[{"column": "wage", "op": "ge", "value": 60}]
+        ),
+        si_contract(dp=wide),
+    )
+    assert query.aggregate(crafted())["count"].tolist() == [3]  # 500, 60, 70
+    bad = DpQuery.build(
+        DpQueryParams(
+            statistic="count",
+            epsilon="1/2",
+            filters=[{"column": "wage", "op": "eq", "value": "abc"}],
+        ),
+        si_contract(dp=wide),
+    )
+    from sandbox import RunError
+
+    with pytest.raises(RunError, match=r"filters\.0: .* column 'wage'"):
+        bad.aggregate(crafted())
+
+
+# --- public domains under a prefix -----------------------------------------------------------
+def test_region_prefix_domain_is_the_citys_county_codes():
+    from quality import division_codes
+    from sandbox import dp_policy
+    from sandbox._dp import domain_keys
+
+    dp = dp_policy(si_contract(dp={**DP, "public_domains": {"district": "region_codes:3201"}}))
+    keys = domain_keys(dp.public_domains["district"])
+    in_use = division_codes().county_codes_in_use()
+    assert keys == [c for c in in_use if c.startswith("3201")]
+    assert len(keys) == 11 and keys[0] == "320102" and "320103" not in keys  # 白下区 retired
+    assert len(domain_keys("region_codes:32")) > len(keys)
+    query = DpQuery.build(
+        DpQueryParams(statistic="count", group_by=["district"], epsilon="1/2"),
+        si_contract(dp={**DP, "public_domains": {"district": "region_codes:3201"}}),
+    )
+    assert query.n_groups == 11
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        pytest.param("region_codes:9999", "no GB/T 2260 county-level code in use", id="unknown"),
+        pytest.param("region_codes:32x", "is not a named domain", id="malformed"),
+        pytest.param("region_codes:320", "is not a named domain", id="three-digits"),
+    ],
+)
+def test_unknown_region_prefix_is_refused_naming_the_key(spec, fragment):
+    from govdx._errors import ContractError
+    from sandbox import dp_policy
+
+    c = si_contract(dp={**DP, "public_domains": {"district": spec}})
+    with pytest.raises(ContractError, match=r"sandbox\.dp\.public_domains") as info:
+        dp_policy(c)
+    assert "public_domains.district" in str(info.value) and fragment in str(info.value)
