@@ -18,7 +18,10 @@ obfuscator ``r^n mod n²`` computed ahead cannot be passed in. Obfuscators are c
   is the same uniform distribution as ``r^n`` at ≈ 3.5× less cost (Google private-join-and-compute
   ``PrivatePaillier::Encrypt`` encrypts per prime and recombines by CRT the same way).
 
-An :class:`ObfuscatorPool` holds obfuscators made ahead of a job; each is used once.
+An :class:`ObfuscatorPool` holds obfuscators made ahead of a job; each is used once. A
+:class:`KeyPack` is a fresh key pair with such a pool, saved as one 0600 file (written to a
+temporary file and renamed): the unit of the sandbox's key stock for psi_sum joins
+(``sandbox._he_stock``), with which a join encrypts each value with one modular multiplication.
 
 Numbers: plaintexts are integers (fixed-point: the caller scales, e.g. fen = 元 × 100). Signed
 values are encoded mod n; a decrypted value ``v`` is positive when ``v ≤ n//3``, negative when
@@ -50,7 +53,7 @@ import math
 import multiprocessing
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -396,25 +399,44 @@ def _w_obf_crt(p: int, q: int, count: int) -> list[int]:
     return out
 
 
-def _pool_run(fn: Any, args: tuple[Any, ...], count: int, processes: int) -> list[int]:
+def _pool_run(
+    fn: Any,
+    args: tuple[Any, ...],
+    count: int,
+    processes: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[int]:
     if count <= 0:
         return []
     if processes <= 1 or count < 2 * _MIN_CHUNK:
-        return fn(*args, count)
+        out = fn(*args, count)
+        if progress is not None:
+            progress(count, count)
+        return out
     size = max(_MIN_CHUNK, math.ceil(count / processes))
+    if progress is not None:  # smaller chunks so that progress can be reported as they finish
+        size = max(_MIN_CHUNK, math.ceil(count / (processes * 16)))
     sizes = [min(size, count - i) for i in range(0, count, size)]
     ctx = multiprocessing.get_context("forkserver")
     try:
         with ProcessPoolExecutor(max_workers=min(processes, len(sizes)), mp_context=ctx) as ex:
-            out: list[int] = []
+            out = []
             for part in ex.map(fn, *([a] * len(sizes) for a in args), sizes):
                 out.extend(part)
+                if progress is not None:
+                    progress(len(out), count)
             return out
     except BrokenProcessPool as exc:
         raise HeError(f"obfuscator worker process died: {exc}") from exc
 
 
-def make_obfuscators(key: PublicKey | PrivateKey, count: int, *, processes: int = 2) -> list[int]:
+def make_obfuscators(
+    key: PublicKey | PrivateKey,
+    count: int,
+    *,
+    processes: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[int]:
     """``count`` fresh obfuscators ``r^n mod n²`` (uniform n-th residues), each usable once.
 
     Args:
@@ -422,13 +444,17 @@ def make_obfuscators(key: PublicKey | PrivateKey, count: int, *, processes: int 
             (CRT fast path, ≈ 440/s per core).
         count: how many.
         processes: worker processes (both cores: 2).
+        progress: optional callback ``(done, count)`` called as chunks finish.
 
     Returns:
         list[count] of int in ``Z*_{n²}``.
+
+    Raises:
+        HeError: a worker process died.
     """
     if isinstance(key, PrivateKey):
-        return _pool_run(_w_obf_crt, (key.p, key.q), count, processes)
-    return _pool_run(_w_obf_public, (key.n,), count, processes)
+        return _pool_run(_w_obf_crt, (key.p, key.q), count, processes, progress)
+    return _pool_run(_w_obf_public, (key.n,), count, processes, progress)
 
 
 class ObfuscatorPool:
@@ -466,32 +492,186 @@ class ObfuscatorPool:
         return out
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write (mode 0600): JSON header line + fixed-width big-endian obfuscators."""
-        p = Path(path)
+        """Write atomically (mode 0600): JSON header line + fixed-width big-endian obfuscators.
+
+        Raises:
+            HeError: the file cannot be written.
+        """
         width = self.key.ciphertext_bytes
-        head = json.dumps({"key": self.key.to_dict(), "count": len(self), "width": width})
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(head.encode() + b"\n")
-            fh.write(b"".join(v.to_bytes(width, "big") for v in self._values))
-        return p
+        head = {"key": self.key.to_dict(), "count": len(self), "width": width}
+        return _write_private(Path(path), head, self._body(width))
+
+    def _body(self, width: int) -> bytes:
+        return b"".join(v.to_bytes(width, "big") for v in self._values)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ObfuscatorPool:
         """Read a pool written by :meth:`save`. Raises HeError on a malformed file."""
         p = Path(path)
+        doc, body = _read_private(p, "obfuscator pool")
         try:
-            raw = p.read_bytes()
-            head, _, body = raw.partition(b"\n")
-            doc = json.loads(head)
             key = PublicKey.from_dict(doc["key"])
-            width, count = int(doc["width"]), int(doc["count"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise HeError(f"{p}: not an obfuscator pool ({exc})") from exc
-        if len(body) != width * count:
-            raise HeError(f"{p}: truncated obfuscator pool")
-        vals = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
-        return cls(key, vals)
+        return cls(key, _split_values(p, doc, body, key))
+
+
+def _write_private(path: Path, head: dict[str, Any], body: bytes) -> Path:
+    """``head`` as one JSON line, then ``body``; written to a temporary file in the same folder
+    (mode 0600, fsynced) and renamed over ``path``, so readers see the whole file or none."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(json.dumps(head, sort_keys=True).encode("utf-8") + b"\n")
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise HeError(f"{path}: cannot write: {exc.strerror}") from exc
+    return path
+
+
+def _read_private(path: Path, what: str) -> tuple[dict[str, Any], bytes]:
+    try:
+        raw = path.read_bytes()
+        head, _, body = raw.partition(b"\n")
+        doc = json.loads(head)
+    except (OSError, ValueError) as exc:
+        raise HeError(f"{path}: not an {what} ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise HeError(f"{path}: not an {what} (header is not a JSON object)")
+    return doc, body
+
+
+def _split_values(path: Path, doc: dict[str, Any], body: bytes, key: PublicKey) -> list[int]:
+    try:
+        width, count = int(doc["width"]), int(doc["count"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HeError(f"{path}: header lacks 'width'/'count' ({exc})") from exc
+    if width != key.ciphertext_bytes or len(body) != width * count:
+        raise HeError(f"{path}: truncated or malformed obfuscators (width {width}, count {count})")
+    n2 = key.nsquare
+    vals = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
+    if any(not 0 < v < n2 for v in vals):
+        raise HeError(f"{path}: an obfuscator is outside [1, n²)")
+    return vals
+
+
+KEY_PACK_FORMAT = "govdx-paillier-key-pack"
+
+
+@dataclass
+class KeyPack:
+    """A single-use key pack (一次性密钥包): a fresh Paillier key pair with owner (CRT)
+    obfuscators made ahead for it — what a department needs to encrypt one psi_sum join's
+    values with one modular multiplication each (docs/he.md "Key stock").
+
+    File (mode 0600, written atomically): one JSON header line ``{"format":
+    "govdx-paillier-key-pack", "version": 1, "key": <private key JSON>, "count", "width",
+    "meta": {...}}``, then ``count`` obfuscators of ``width`` bytes (n², big-endian).
+
+    Attributes:
+        private_key: the pack's key (its public key is ``private_key.public``).
+        pool: the obfuscators, an :class:`ObfuscatorPool` of that key.
+        meta: free JSON facts (dataset, pack id, created) kept in the header.
+    """
+
+    private_key: PrivateKey
+    pool: ObfuscatorPool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def make(
+        cls,
+        bits: int,
+        count: int,
+        *,
+        processes: int = 2,
+        progress: Callable[[int, int], None] | None = None,
+        meta: dict[str, Any] | None = None,
+        scheme: PhePaillier | None = None,
+    ) -> KeyPack:
+        """Generate a key of ``bits`` and ``count`` CRT obfuscators for it.
+
+        Args:
+            bits: modulus bits (2048..4096).
+            count: obfuscators (one per value the join will encrypt), ≥ 0.
+            processes: worker processes (2: both cores; ≈ 440/s per core at 2048 bits).
+            progress: optional ``(done, count)`` callback.
+            meta: facts to keep in the header.
+            scheme: the Paillier implementation (default :class:`PhePaillier`).
+
+        Raises:
+            HeKeyError: ``bits`` out of range. HeError: ``count`` < 0, a worker died.
+        """
+        if count < 0:
+            raise HeError(f"key pack size {count} < 0")
+        _pk, sk = (scheme or PhePaillier()).keygen(bits)
+        values = make_obfuscators(sk, count, processes=processes, progress=progress)
+        return cls(sk, ObfuscatorPool(sk.public, values), dict(meta or {}))
+
+    @property
+    def public(self) -> PublicKey:
+        """The pack's public key."""
+        return self.private_key.public
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically, mode 0600 (holds the private key). Raises HeError."""
+        width = self.public.ciphertext_bytes
+        head = {
+            "format": KEY_PACK_FORMAT,
+            "version": KEY_FORMAT_VERSION,
+            "key": self.private_key.to_dict(),
+            "count": len(self.pool),
+            "width": width,
+            "meta": self.meta,
+        }
+        return _write_private(Path(path), head, self.pool._body(width))
+
+    @staticmethod
+    def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The header without the key: ``{"bits", "count", "fingerprint", "meta"}`` (reads
+        only the first line). Raises HeError."""
+        p = Path(path)
+        try:
+            with p.open("rb") as fh:
+                doc = json.loads(fh.readline(1 << 16))
+            key = PrivateKey.from_dict(doc["key"], what=str(p))
+            return {
+                "bits": key.public.bits,
+                "count": int(doc["count"]),
+                "fingerprint": key.public.fingerprint,
+                "meta": dict(doc.get("meta") or {}),
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise HeError(f"{p}: not a key pack ({exc})") from exc
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, spot_check: int = 2) -> KeyPack:
+        """Read a pack written by :meth:`save` and check ``spot_check`` random obfuscators are
+        n-th residues of its key (``o^λ ≡ 1 mod n²``: the pack is whole and of this key).
+
+        Raises:
+            HeKeyError: a malformed key. HeError: another format, truncated, a failed check.
+        """
+        p = Path(path)
+        doc, body = _read_private(p, "key pack")
+        if doc.get("format") != KEY_PACK_FORMAT or doc.get("version") != KEY_FORMAT_VERSION:
+            raise HeError(f"{p}: not a {KEY_PACK_FORMAT} (format {doc.get('format')!r})")
+        sk = PrivateKey.from_dict(doc.get("key"), what=str(p))
+        vals = _split_values(p, doc, body, sk.public)
+        lam = math.lcm(sk.p - 1, sk.q - 1)
+        n2 = sk.public.nsquare
+        import gmpy2
+
+        for _ in range(min(spot_check, len(vals))):
+            if gmpy2.powmod(vals[secrets.randbelow(len(vals))], lam, n2) != 1:
+                raise HeError(f"{p}: an obfuscator is not an n-th residue of the pack's key")
+        return cls(sk, ObfuscatorPool(sk.public, vals), dict(doc.get("meta") or {}))
 
 
 # --- the interface ----------------------------------------------------------------------------

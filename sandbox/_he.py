@@ -8,8 +8,11 @@
   drawn by OpenDP, so the requester learns ``S + η``: ε-differentially private per privacy
   unit, ε charged to the (requester, dataset) DP ledger at the reveal). Before encryption the
   join sums each taxpayer's rows into one value and clamps it to ``sandbox.dp.bounds`` (差分
-  隐私: 每纳税人贡献有界). The department key lives in ``<job>/state/psi_sum.json`` (0600) of the
-  join job and is deleted after the one reveal it allows.
+  隐私: 每纳税人贡献有界). The department key comes from a single-use pack of the key stock
+  (``sandbox._he_stock``, 密钥储备: key + obfuscators made ahead, one modular multiplication per
+  value) when one is there, else it is generated in the job (CRT obfuscators on 2 processes);
+  the summary says which (``key_source``). It lives in ``<job>/state/psi_sum.json`` (0600) of
+  the join job and is deleted after the one reveal it allows.
 * ``he_sum`` — grouped encrypted totals: per-group partial sums of a numeric column, groups under
   ``min_group_size_k`` suppressed, each partition's partial vector packed and encrypted under the
   requester's Paillier public key (a job param), the partials added as ciphertexts; the
@@ -40,6 +43,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from govdx._contract import Contract
+from govdx._errors import GovdxError
 from sandbox._computations import (
     Computation,
     Output,
@@ -50,6 +54,7 @@ from sandbox._computations import (
 from sandbox._errors import PolicyRefused, RunError
 
 __all__ = [
+    "CohortClient",
     "HeCohort",
     "HeCohortParams",
     "HeSum",
@@ -248,7 +253,7 @@ class PsiSum(Computation):
 
     @classmethod
     def _join(cls, ctx: RunContext) -> Output:
-        from privacy._blind import JoinRequest, pisum_join
+        from privacy._blind import JoinRequest
         from privacy._digest import sm3_hex
         from privacy._psi import PSI_ELEMENTS
 
@@ -274,19 +279,29 @@ class PsiSum(Computation):
         ids, values = _per_identifier_sums(ctx, p.column, p.value_column, element)
         lo, hi = _fen_bounds(ctx.contract, p.value_column)
         values = clamp_ints(values, lo, hi)  # one bounded value per privacy unit
-        response, sk = pisum_join(
-            request,
-            ids,
-            values,
-            key_bits=p.key_bits,
-            processes=2,
-            scale=_scale(ctx.contract, p.value_column),
-            unit=_unit(ctx.contract, p.value_column),
-        )
-        data = response.to_bytes()
         jdir = ctx.inputs["request"].parent.parent
         state = jdir / STATE_DIR
         state.mkdir(mode=0o700, exist_ok=True)
+        claimed = _claim_pack(ctx.contract.code, p.key_bits, len(ids), jdir)
+        try:
+            response, sk, source = _department_round(
+                request,
+                ids,
+                values,
+                key_bits=p.key_bits,
+                claimed=claimed,
+                processes=2,
+                scale=_scale(ctx.contract, p.value_column),
+                unit=_unit(ctx.contract, p.value_column),
+            )
+        except GovdxError as exc:
+            if claimed is not None:
+                raise RunError(f"{exc} (stock pack {claimed.info.pack_id} destroyed)") from exc
+            raise
+        finally:
+            if claimed is not None:
+                claimed.burn()  # single use: its obfuscators are spent, its key is below
+        data = response.to_bytes()
         doc = {
             "dataset": ctx.contract.code,
             "join_sm3": sm3_hex(data),
@@ -306,6 +321,8 @@ class PsiSum(Computation):
                 "client_items": n_items,
                 "key_bits": p.key_bits,
                 "clamp_bounds": [lo, hi],
+                "encrypted_values": len(ids),
+                **source,
             },
         )
 
@@ -520,6 +537,69 @@ def _dp_reasons(params: PsiSumParams, contract: Contract) -> list[str]:
             f"{fraction_text(dp.epsilon_cap_q)} (sandbox.dp.epsilon_cap)"
         )
     return reasons
+
+
+def _claim_pack(code: str, bits: int, need: int, jdir: Any) -> Any:
+    """A key pack claimed from the stock (sandbox._he_stock) for this join, or None.
+
+    The stock is ``<sandbox root>/stock``; the job folder is ``<sandbox root>/<job id>``. A pack
+    left in the job's state by an earlier failed attempt is deleted first (never reused)."""
+    from sandbox._he_stock import CLAIM_FILE, HeStock
+
+    state = jdir / STATE_DIR
+    (state / CLAIM_FILE).unlink(missing_ok=True)
+    if need < 1:
+        return None
+    return HeStock(jdir.parent).claim(code, bits=bits, need=need, dest_dir=state)
+
+
+def _department_round(
+    request: Any,
+    ids: list[str],
+    values: list[int],
+    *,
+    key_bits: int,
+    claimed: Any,
+    processes: int,
+    scale: int,
+    unit: str | None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The department's round of ``privacy._blind.pisum_join`` (re-blind, blind, encrypt,
+    shuffle) with the key of a claimed stock pack when there is one.
+
+    Stock path: the pack's key and ``(1 + m·n)·o mod n²`` with its obfuscators — one modular
+    multiplication per value; values beyond the pack's size get fresh CRT obfuscators. Fresh
+    path: a new key and CRT obfuscators on ``processes`` processes.
+
+    Returns:
+        ``(JoinResponse, private key, facts)``; facts = ``{"key_source": "stock" | "fresh",
+        "stock_pack", "stock_obfuscators", "fresh_obfuscators"}`` for the job summary.
+    """
+    from privacy._blind import JoinResponse, blind, new_blinding_key, reblind
+    from privacy._digest import sm3_hex
+    from privacy._paillier import PhePaillier, encode_signed
+
+    scheme = PhePaillier()
+    if claimed is not None:
+        sk, pool = claimed.pack.private_key, claimed.pack.pool
+    else:
+        sk, pool = scheme.keygen(key_bits)[1], None
+    pk = sk.public
+    covered = min(len(pool), len(values)) if pool is not None else 0
+    b = new_blinding_key()
+    z = sorted(reblind(request.points, b, processes=processes))
+    pts = blind(list(ids), b, processes=processes)
+    plain = [encode_signed(int(v), pk.n) for v in values]
+    cts = scheme.encrypt_vector(pk, plain, private_key=sk, pool=pool, processes=processes)
+    pairs = sorted(zip(pts, cts, strict=True))
+    facts: dict[str, Any] = {
+        "key_source": "stock" if claimed is not None else "fresh",
+        "stock_pack": claimed.info.pack_id if claimed is not None else None,
+        "stock_obfuscators": covered,
+        "fresh_obfuscators": len(values) - covered,
+    }
+    response = JoinResponse(sm3_hex(request.to_bytes()), pk.to_dict(), z, pairs, scale, unit)
+    return response, sk, facts
 
 
 def _fen_bounds(contract: Contract, column: str) -> tuple[int, int]:
@@ -907,6 +987,111 @@ def cohort_reply(offer: bytes, key: bytes, *, processes: int = 1) -> bytes:
     out = reblind(pts, key, processes=processes)
     head = {"items": n, "offer_sm3": header.get("offer_sm3")}
     return pisum_pack(KIND_COHORT_REPLY, head, b"".join(out))
+
+
+COHORT_SESSION = "govdx-he-cohort-client-session"
+
+
+class CohortClient:
+    """The requester's side of ``he_cohort`` (on its own machine; mirrors
+    ``privacy._blind.PiSumClient``): :meth:`create` blinds its identifiers into the offer job's
+    request ``J``; :meth:`reply` turns the offer ``C`` into the sum job's request ``D``
+    (:func:`cohort_reply`). The state (blinding key ``a``) is saved with :meth:`save` (0600).
+    """
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._s = dict(state)
+
+    def __repr__(self) -> str:
+        return f"CohortClient(items={self._s.get('items')}, element={self._s.get('element')!r})"
+
+    @property
+    def items(self) -> int:
+        """Distinct identifiers in the request."""
+        return int(self._s["items"])
+
+    @classmethod
+    def create(
+        cls, items: list[str | None], *, element: str = "uscc", processes: int = 1
+    ) -> tuple[CohortClient, bytes, list[tuple[int, str]]]:
+        """Normalize, blind (``H(x)^a``) and sort the requester's identifiers.
+
+        Args:
+            items: list[n] of raw identifiers (``privacy.normalize_identifiers``).
+            element: ``privacy.PSI_ELEMENTS`` member.
+            processes: worker processes for the blinding.
+
+        Returns:
+            ``(client, request J bytes, rejected (input index, reason))``.
+
+        Raises:
+            privacy.PsiError: unknown element, non-string item, library failure.
+        """
+        import base64
+
+        from privacy._blind import JoinRequest, blind, new_blinding_key
+        from privacy._digest import sm3_hex
+        from privacy._psi import normalize_identifiers
+
+        ns = normalize_identifiers(items, element=element)
+        a = new_blinding_key()
+        request = JoinRequest(element, sorted(blind(ns.items, a, processes=processes))).to_bytes()
+        state = {
+            "format": COHORT_SESSION,
+            "version": 1,
+            "element": element,
+            "items": len(ns.items),
+            "key_b64": base64.b64encode(a).decode("ascii"),
+            "request_sm3": sm3_hex(request),
+        }
+        return cls(state), request, list(ns.rejected)
+
+    def reply(self, offer: bytes, *, processes: int = 1) -> bytes:
+        """The sum job's request ``D`` for the offer job's result ``C`` (see :func:`cohort_reply`).
+
+        Raises:
+            privacy.PsiError: a malformed offer, library failure.
+        """
+        import base64
+
+        data = cohort_reply(offer, base64.b64decode(self._s["key_b64"]), processes=processes)
+        from privacy._blind import pisum_unpack
+
+        header, _ = pisum_unpack(data, KIND_COHORT_REPLY, "he_cohort reply")
+        self._s.update(offer_sm3=header.get("offer_sm3"), offered=header.get("items"))
+        return data
+
+    def save(self, path: str | os.PathLike[str]) -> Any:
+        """Write the state as JSON, mode 0600 (holds the blinding key). Raises privacy.PsiError."""
+        from pathlib import Path
+
+        from privacy._blind import PsiError
+
+        p = Path(path)
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                json.dump(self._s, fh)
+        except OSError as exc:
+            raise PsiError(f"{p}: cannot write the he_cohort state: {exc.strerror}") from exc
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CohortClient:
+        """Read a state written by :meth:`save`. Raises privacy.PsiError."""
+        from pathlib import Path
+
+        from privacy._blind import PsiError
+
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PsiError(f"{p}: cannot read the he_cohort state: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != COHORT_SESSION:
+            raise PsiError(f"{p}: not a govdx he_cohort client state")
+        return cls(doc)
 
 
 @register_computation

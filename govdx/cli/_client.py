@@ -7,6 +7,14 @@ PSI (隐私求交)::
     govdx sandbox result JOB_ID --out response.bin
     govdx client psi finish --result response.bin --state psi.state
 
+PSI-sum and he_cohort (docs/he.md)::
+
+    govdx client psi-sum request --ids applicants.csv --column uscc --out join.bin --state s.json
+    govdx client psi-sum finish --result join-result.bin --state s.json --out unmask.bin
+    govdx client psi-sum reveal --result reveal.bin --state s.json
+    govdx client he-cohort request --ids applicants.csv --column uscc --out J.bin --state c.json
+    govdx client he-cohort reply --result offer.bin --state c.json --out D.bin
+
 The identifiers never leave this machine in plaintext: the request holds them blinded by a
 secret key that stays in the state file (mode 0600).
 """
@@ -339,6 +347,82 @@ def psi_sum_reveal_command(
                 f"{dp['ci_halfwidth']} (units of 10^-{dp['value_scale']}); each taxpayer's "
                 f"total clamped to {dp['bounds']}"
             )
+
+
+# --- he_cohort (docs/he.md "Cohorts: why and how") -------------------------------------------------
+he_cohort_app = typer.Typer(
+    help="he_cohort client (隐私群体求和客户端): request (J), reply to the offer (D).",
+    no_args_is_help=True,
+)
+client_app.add_typer(he_cohort_app, name="he-cohort")
+
+
+@he_cohort_app.callback()
+def _he_cohort_group() -> None:
+    """he_cohort client (隐私群体求和客户端)."""
+
+
+@he_cohort_app.command("request")
+def he_cohort_request_command(
+    ids: Annotated[Path, typer.Option("--ids", help="CSV file with a header row.")],
+    column: Annotated[str, typer.Option("--column", help="Column of --ids with the identifiers.")],
+    out: Annotated[Path, typer.Option("--out", help="Request J for the offer job.")],
+    state: Annotated[Path, typer.Option("--state", help="Local state file (0600; keep it).")],
+    element: Annotated[
+        str, typer.Option("--element", help="uscc | resident_id | identifier")
+    ] = "uscc",
+    as_json: JsonOpt = False,
+) -> None:
+    """Blind the identifiers (H(x)^a) for an he_cohort offer job (phase: offer)."""
+    try:
+        from sandbox._he import CohortClient
+
+        client, request, rejected = CohortClient.create(
+            _read_ids(ids, column), element=element, processes=2
+        )
+        out.write_bytes(request)
+        client.save(state)
+    except GovdxError as exc:
+        fail(exc)
+    doc = {
+        "request": str(out),
+        "state": str(state),
+        "items": client.items,
+        "rejected": len(rejected),
+    }
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"he_cohort request with {client.items} items written to {out} ({len(rejected)} "
+            f"rejected); submit he_cohort with phase: offer, max_items ≥ {client.items}"
+        )
+
+
+@he_cohort_app.command("reply")
+def he_cohort_reply_command(
+    result: Annotated[Path, typer.Option("--result", help="The offer job's result (C).")],
+    state: Annotated[Path, typer.Option("--state", help="The state file of `he-cohort request`.")],
+    out: Annotated[Path, typer.Option("--out", help="Reply D for the sum job.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-blind the department's offer with the saved key: the sum job's request (D)."""
+    try:
+        from sandbox._he import CohortClient
+
+        client = CohortClient.load(state)
+        out.write_bytes(client.reply(read_result(result), processes=2))
+        client.save(state)
+    except GovdxError as exc:
+        fail(exc)
+    doc = {"reply": str(out), "offered": client._s.get("offered")}
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"reply to an offer of {doc['offered']} identifiers written to {out}; submit "
+            f"he_cohort with phase: sum, offer_job: <offer job id>, inputs: {{request: {out.name}}}"
+        )
 
 
 def _noise_terms(data: bytes) -> dict | None:

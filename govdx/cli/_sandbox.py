@@ -10,6 +10,8 @@ Examples::
     govdx sandbox worker --once
     govdx sandbox result JOB_ID --user bank --out response.bin
     govdx sandbox budget --requester dsj_analyst --dataset RSJ-0001
+    govdx sandbox he-stock make --dataset SWJ-0001 --packs 2 --user swj_steward
+    govdx sandbox he-stock list --user swj_steward
 """
 
 from __future__ import annotations
@@ -357,5 +359,128 @@ def budget_command(
             f"{r['epsilon_remaining']} (≈{r['epsilon_remaining_float']:.4g})",
             r["delta_cap"],
             r["delta_remaining"],
+        )
+    console.print(t)
+
+
+# --- key stock for psi_sum joins (docs/he.md "Key stock") ----------------------------------------
+he_stock_app = typer.Typer(
+    help="Key stock for psi_sum joins (密钥储备): single-use department key packs made ahead.\n\n"
+    "Examples:\n\n"
+    "  govdx sandbox he-stock make --dataset SWJ-0001 --packs 2 --user swj_steward\n\n"
+    "  govdx sandbox he-stock list --user swj_steward",
+    no_args_is_help=True,
+)
+sandbox_app.add_typer(he_stock_app, name="he-stock")
+
+
+@he_stock_app.callback()
+def _he_stock_group() -> None:
+    """Key stock (密钥储备)."""
+
+
+@he_stock_app.command("make")
+def he_stock_make_command(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset code (信息资源代码).")],
+    packs: Annotated[int, typer.Option("--packs", min=1, max=64, help="Packs to make.")] = 1,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            min=1,
+            help="Obfuscators per pack (values a join encrypts); default: the distinct "
+            "identifiers of the current version.",
+        ),
+    ] = None,
+    bits: Annotated[int, typer.Option("--bits", help="Key bits: 2048 or 3072.")] = 2048,
+    processes: Annotated[
+        int, typer.Option("--processes", min=1, max=64, help="Worker processes.")
+    ] = 2,
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make key packs for a dataset's psi_sum joins (steward of its department or admin);
+    progress on stderr. Run it nightly or after each table version."""
+    from govdx.cli._common import err_console
+    from sandbox._he_stock import make_stock
+
+    started = time.monotonic()
+    last, begin = [0.0], [started]  # last line printed, start of the current pack
+
+    def progress(i: int, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 2.0:
+            last[0] = now
+            rate = done / max(now - begin[0], 1e-9)
+            err_console.print(
+                f"pack {i + 1}/{packs}: {done}/{total} obfuscators ({rate:.0f}/s) (预计算)",
+                highlight=False,
+            )
+            if done == total:
+                begin[0] = now
+
+    def go() -> Any:
+        box = _box()
+        try:
+            made = make_stock(
+                box,
+                user=_acting(user),
+                dataset=dataset,
+                packs=packs,
+                size=size,
+                bits=bits,
+                processes=processes,
+                progress=progress,
+            )
+        finally:
+            box.close()
+        return {"made": made, "seconds": round(time.monotonic() - started, 1)}
+
+    if as_json:
+        _run(go, True)
+        return
+    try:
+        doc = go()
+    except GovdxError as exc:
+        fail(exc)
+    for p in doc["made"]:
+        console.print(f"made {p['pack_id']} ({p['bits']} bits, {p['count']} obfuscators)")
+    console.print(f"{len(doc['made'])} pack(s) in {doc['seconds']} s")
+
+
+@he_stock_app.command("list")
+def he_stock_list_command(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Only this dataset code.")
+    ] = None,
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Packs in the stock: per dataset, bits, size, created (stewards: their department's)."""
+    from sandbox._he_stock import list_stock
+
+    def go() -> Any:
+        box = _box()
+        try:
+            return list_stock(box, user=_acting(user), dataset=dataset)
+        finally:
+            box.close()
+
+    if as_json:
+        _run(go, True)
+        return
+    try:
+        rows = go()
+    except GovdxError as exc:
+        fail(exc)
+    t = Table("dataset", "pack", "bits", "obfuscators", "MB", "created")
+    for r in rows:
+        t.add_row(
+            r["dataset"],
+            r["pack_id"],
+            str(r["bits"]),
+            str(r["count"]),
+            f"{r['bytes'] / 1e6:.1f}",
+            r["created"][:19],
         )
     console.print(t)

@@ -14,9 +14,11 @@ from govdx import DefinitionError
 from privacy._paillier import (
     EncryptedVector,
     HeDecryptionError,
+    HeError,
     HeKeyError,
     HeValueError,
     HomomorphicScheme,
+    KeyPack,
     ObfuscatorPool,
     PhePaillier,
     PrivateKey,
@@ -200,3 +202,62 @@ def test_headroom_limit(keys):
 
 # a fixed 2048-bit modulus for the plaintext-level property test (no key generation per example)
 _N = (2**2047) + 1_000_000_007 * 2 + 1
+
+
+# --- key packs (single-use key + obfuscators made ahead, docs/he.md "Key stock") -----------------
+def test_progress_is_reported_to_the_end(keys):
+    seen: list[tuple[int, int]] = []
+    out = make_obfuscators(keys[1], 5, processes=1, progress=lambda d, t: seen.append((d, t)))
+    assert len(out) == 5 and seen == [(5, 5)]
+
+
+def test_key_pack_round_trip_encrypts_with_one_mulmod_each(tmp_path):
+    pack = KeyPack.make(2048, 6, processes=1, meta={"dataset": "SWJ-0001"})
+    pk, sk = pack.public, pack.private_key
+    assert pk.bits == 2048 and len(pack.pool) == 6
+    path = pack.save(tmp_path / "p.pack")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["p.pack"]  # no temporary file left
+    assert KeyPack.read_meta(path) == {
+        "bits": 2048,
+        "count": 6,
+        "fingerprint": pk.fingerprint,
+        "meta": {"dataset": "SWJ-0001"},
+    }
+    back = KeyPack.load(path)
+    assert back.private_key == sk and back.meta == {"dataset": "SWJ-0001"}
+    values = [0, -1, 123_456_789, -(2**62), 2**62]
+    obf = list(back.pool._values[:5])
+    cts = SCHEME.encrypt_vector(
+        pk, [encode_signed(v, pk.n) for v in values], private_key=sk, pool=back.pool
+    )
+    # exactly the definition (1 + m·n)·o mod n² with the pack's obfuscators, in order
+    assert cts == [
+        (1 + encode_signed(v, pk.n) * pk.n) * o % pk.nsquare
+        for v, o in zip(values, obf, strict=True)
+    ]
+    assert len(back.pool) == 1
+    assert [decode_signed(m, pk.n) for m in SCHEME.decrypt_vector(sk, cts)] == values
+    # more values than the pack holds: the rest get fresh CRT obfuscators
+    more = SCHEME.encrypt_vector(pk, [1, 2, 3], private_key=sk, pool=back.pool)
+    assert len(back.pool) == 0 and SCHEME.decrypt_vector(sk, more) == [1, 2, 3]
+
+
+def test_key_pack_refuses_truncated_foreign_and_non_residue_files(keys, tmp_path):
+    pk, sk = keys
+    pack = KeyPack(sk, ObfuscatorPool.precompute(sk, 2, processes=1), {})
+    path = pack.save(tmp_path / "p.pack")
+    raw = path.read_bytes()
+    (tmp_path / "t.pack").write_bytes(raw[:-1])
+    with pytest.raises(HeError, match="truncated or malformed obfuscators"):
+        KeyPack.load(tmp_path / "t.pack")
+    # obfuscators that are not n-th residues of the key (e.g. another key's) fail the spot check
+    fake = KeyPack(sk, ObfuscatorPool(pk, [pk.n + 2, pk.n + 2]), {})
+    with pytest.raises(HeError, match="not an n-th residue"):
+        KeyPack.load(fake.save(tmp_path / "f.pack"))
+    pool_only = ObfuscatorPool.precompute(sk, 1, processes=1).save(tmp_path / "pool.bin")
+    with pytest.raises(HeError, match="not a govdx-paillier-key-pack"):
+        KeyPack.load(pool_only)
+    assert os.stat(pool_only).st_mode & 0o777 == 0o600
+    with pytest.raises(HeError, match="key pack size -1"):
+        KeyPack.make(2048, -1)

@@ -174,6 +174,12 @@ def test_psi_sum_equals_clamped_sum_plus_noise_and_hides_identifiers(he_box, tmp
         he_box, spec({"name": "psi_sum", "params": PSI_PARAMS}, {"request": str(req)})
     )
     assert job["state"] == "succeeded", job["reason"]
+    summary = job["result"]["summary"]  # the stock is empty: a fresh key, CRT obfuscators
+    assert (summary["key_source"], summary["stock_pack"], summary["fresh_obfuscators"]) == (
+        "fresh",
+        None,
+        60,
+    )
     join_id = job["id"]
     stored = (he_box.job_dir(join_id) / "inputs" / "request").read_bytes()
     for x in mine:
@@ -613,3 +619,322 @@ def test_he_cohort_needs_the_declared_leakage(he_box, tmp_path, ids):
     )
     with pytest.raises(PolicyRefused, match=r"sandbox\.psi_keep_cohort_allowed = false"):
         he_box.submit(s, user="bank")
+
+
+# --- the key stock (docs/he.md "Key stock"): single-use packs claimed by psi_sum joins -------------
+STOCK_CODE = "SWJ-H005"
+#: bounds wide enough for negative per-taxpayer totals (refunds)
+SIGNED_POLICY = {**HE_POLICY, "dp": {**HE_DP, "bounds": {"tax_paid": [-1_000_000, 1_000_000]}}}
+
+
+def signed_table(ids: list[str]) -> pa.Table:
+    """Two rows per id; every third id has a negative total (net refund); all within bounds."""
+    rows = []
+    for i, x in enumerate(ids):
+        a = Decimal((i * 7919) % 500_000_00) / 100
+        b = -a - Decimal(i + 1) if i % 3 == 0 else Decimal(123_45 + i) / 100
+        rows += [(x, "福田区", 2023, a), (x, "福田区", 2024, b)]
+    cols = list(zip(*rows, strict=True))
+    return pa.table(
+        {
+            "taxpayer_id": pa.array(cols[0], pa.string()),
+            "district": pa.array(cols[1], pa.string()),
+            "tax_year": pa.array(cols[2], pa.int64()),
+            "tax_paid": pa.array(cols[3], pa.decimal128(18, 2)),
+        }
+    )
+
+
+@pytest.fixture
+def stock_box(box: Sandbox, settings, ids) -> Sandbox:
+    contract = he_contract(SIGNED_POLICY, code=STOCK_CODE, name="tax_stock")
+    publish_dataset(settings, contract, signed_table(ids))
+    return box
+
+
+def put_pack(box: Sandbox, sk, code: str, count: int, *, bits: int = 2048, tag: str = "a"):
+    """A pack file in the stock, made with a shared test key (only key generation is skipped)."""
+    from privacy._paillier import KeyPack, ObfuscatorPool
+    from sandbox._he_stock import HeStock
+
+    pack_id = f"20261129T0000{len(tag):02d}Z-{bits}-{count}-{tag * 8}"
+    d = HeStock(box.root).dataset_dir(code, create=True)
+    pool = ObfuscatorPool.precompute(sk, count, processes=1)
+    KeyPack(sk, pool, {"dataset": code, "pack_id": pack_id}).save(d / f"{pack_id}.pack")
+    return pack_id
+
+
+def exact_reveal(box: Sandbox, job: dict, client: PiSumClient) -> int:
+    """The department-side decryption without noise (key read from the join's state)."""
+    from privacy._blind import pisum_unmask
+    from privacy._digest import sm3_hex
+    from privacy._paillier import PrivateKey
+
+    doc = json.loads((box.job_dir(job["id"]) / "state" / "psi_sum.json").read_text())
+    data = box.result(job["id"], user="bank").data
+    unmask = client.finish(data)
+    sk = PrivateKey.from_dict(doc["key"])
+    return client.reveal(pisum_unmask(unmask, sk, sm3_hex(data))), sk
+
+
+@pytest.mark.parametrize("spare", [5, -7], ids=["pack-covers", "pack-too-small"])
+def test_psi_sum_join_with_a_stock_pack_is_exact(stock_box, tmp_path, ids, keys, spare):
+    from sandbox._he_stock import HeStock
+
+    sk = keys[1]
+    table = signed_table(ids)
+    totals = per_id_fen(table)
+    assert sum(t < 0 for t in totals.values()) == 20  # negative totals included
+    need = len(ids)  # distinct taxpayers encrypted by the join
+    pack_id = put_pack(stock_box, sk, STOCK_CODE, need + spare)
+    mine = ids[:30] + valid_usccs(5, seed=42)
+    client, request, _ = PiSumClient.create(mine, element="uscc")
+    (tmp_path / "j.bin").write_bytes(request.to_bytes())
+    s = spec({"name": "psi_sum", "params": PSI_PARAMS}, {"request": str(tmp_path / "j.bin")})
+    job = run_approved(stock_box, s.model_copy(update={"dataset": STOCK_CODE}))
+    assert job["state"] == "succeeded", job["reason"]
+    summary = job["result"]["summary"]
+    covered = min(need, need + spare)
+    assert (summary["key_source"], summary["stock_pack"]) == ("stock", pack_id)
+    assert (summary["stock_obfuscators"], summary["fresh_obfuscators"]) == (
+        covered,
+        need - covered,
+    )
+    # single use: the pack left the stock and the job's state keeps only the key
+    assert HeStock(stock_box.root).list(STOCK_CODE) == []
+    assert sorted(p.name for p in (stock_box.job_dir(job["id"]) / "state").iterdir()) == [
+        "psi_sum.json"
+    ]
+    total, used = exact_reveal(stock_box, job, client)
+    assert used == sk  # the join used the pack's key
+    assert client.cardinality == 30
+    assert total == sum(totals[x] for x in ids[:30]) and total < sum(
+        abs(totals[x]) for x in ids[:30]
+    )
+
+
+def test_psi_sum_reveal_works_with_the_stock_key(stock_box, tmp_path, ids, keys):
+    sk = keys[1]
+    put_pack(stock_box, sk, STOCK_CODE, len(ids))
+    expected = sum(per_id_fen(signed_table(ids))[x] for x in ids[:20])
+    client, request, _ = PiSumClient.create(ids[:20], element="uscc")
+    (tmp_path / "j.bin").write_bytes(request.to_bytes())
+    base = {"purpose": "银税互动: 申请企业纳税总额", "legal_basis": "企业授权书"}
+    job = run_approved(
+        stock_box,
+        parse_job_spec(
+            {
+                **base,
+                "dataset": STOCK_CODE,
+                "computation": {"name": "psi_sum", "params": PSI_PARAMS},
+                "inputs": {"request": str(tmp_path / "j.bin")},
+            }
+        ),
+    )
+    assert job["result"]["summary"]["key_source"] == "stock"
+    (tmp_path / "u.bin").write_bytes(client.finish(stock_box.result(job["id"], user="bank").data))
+    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": job["id"], "epsilon": "1000"}
+    job2 = run_approved(
+        stock_box,
+        parse_job_spec(
+            {
+                **base,
+                "dataset": STOCK_CODE,
+                "computation": {"name": "psi_sum", "params": reveal},
+                "inputs": {"request": str(tmp_path / "u.bin")},
+            }
+        ),
+    )
+    assert job2["state"] == "succeeded", job2["reason"]
+    data = stock_box.result(job2["id"], user="bank").data
+    released = client.reveal(data)
+    assert abs(released - expected) <= 30 * DELTA_FEN / 1000  # ε = 1000: scale 10^5 fen
+    assert not (stock_box.job_dir(job["id"]) / "state" / "psi_sum.json").exists()
+    # the client CLI prints the DP terms beside the sum
+    from typer.testing import CliRunner
+
+    from govdx.cli._client import client_app
+
+    client.save(tmp_path / "s.json")
+    (tmp_path / "v.bin").write_bytes(data)
+    args = [
+        "psi-sum",
+        "reveal",
+        "--result",
+        str(tmp_path / "v.bin"),
+        "--state",
+        str(tmp_path / "s.json"),
+    ]
+    res = CliRunner().invoke(client_app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert (doc["sum"], doc["cardinality"], doc["scale"]) == (released, 20, 2)
+    assert (doc["dp"]["mechanism"], doc["dp"]["epsilon"], doc["dp"]["scale"]) == (
+        "discrete_laplace",
+        "1000",
+        DELTA_FEN * 2 / 1000,
+    )
+    text = CliRunner().invoke(client_app, args).stdout
+    assert "ε = 1000" in text and f"± {doc['dp']['ci_halfwidth']}" in text
+
+
+def test_two_claims_never_get_the_same_pack(box, keys, tmp_path, monkeypatch):
+    import threading
+
+    from sandbox._he_stock import HeStock
+
+    sk = keys[1]
+    stock = HeStock(box.root)
+    p1 = put_pack(box, sk, CODE, 40, tag="a")
+    p2 = put_pack(box, sk, CODE, 50, tag="bb")
+    stale = stock.list(CODE)  # what a second claimer listed before the first renamed
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    (tmp_path / "C").mkdir()
+    first = stock.claim(CODE, bits=2048, need=30, dest_dir=tmp_path / "A")
+    assert first is not None and first.info.pack_id == p1  # the smallest that covers
+    monkeypatch.setattr(HeStock, "list", lambda self, code=None: stale)
+    second = stock.claim(CODE, bits=2048, need=30, dest_dir=tmp_path / "B")
+    assert second is not None and second.info.pack_id == p2  # p1's rename failed: next one
+    assert stock.claim(CODE, bits=2048, need=30, dest_dir=tmp_path / "C") is None
+    assert not (tmp_path / "C" / "he_pack.pack").exists()
+    with pytest.raises(Exception, match="already there"):  # a claimed pack is never reused
+        stock.claim(CODE, bits=2048, need=30, dest_dir=tmp_path / "A")
+    monkeypatch.undo()
+    # real concurrency: 8 threads, 3 packs → exactly 3 claims, all different
+    for t in ("c", "dd", "eee"):
+        put_pack(box, sk, CODE, 10, tag=t)
+    got: list[str] = []
+
+    def claim(i: int) -> None:
+        d = tmp_path / f"t{i}"
+        d.mkdir()
+        c = stock.claim(CODE, bits=2048, need=10, dest_dir=d)
+        if c is not None:
+            got.append(c.info.pack_id)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 3 and len(set(got)) == 3 and stock.list(CODE) == []
+
+
+def test_packs_of_another_dataset_or_size_are_never_used(box, keys, tmp_path):
+    from sandbox._he_stock import HeStock
+
+    sk = keys[1]
+    stock = HeStock(box.root)
+    other = put_pack(box, sk, "SWJ-OTHER", 40)
+    wide = put_pack(box, sk, CODE, 40, bits=3072, tag="w")  # named 3072: skipped unopened
+    state = tmp_path / "state"
+    state.mkdir()
+    assert stock.claim(CODE, bits=2048, need=10, dest_dir=state) is None
+    assert [i.pack_id for i in stock.list()] == [wide, other]  # by dataset code
+    # a pack moved into the wrong dataset's folder is claimed, refused and destroyed
+    src = stock.dataset_dir("SWJ-OTHER") / f"{other}.pack"
+    src.rename(stock.dataset_dir(CODE) / src.name)
+    assert stock.claim(CODE, bits=2048, need=10, dest_dir=state) is None
+    assert [i.pack_id for i in stock.list()] == [wide]
+    assert list(state.iterdir()) == []
+
+
+def test_make_stock_modes_size_roles_and_audit(stock_box, settings):
+    from sandbox import PermissionDenied
+    from sandbox._he_stock import HeStock, list_stock, make_stock
+
+    seen: list[tuple[int, int, int]] = []
+    made = make_stock(
+        stock_box,
+        user="swj_steward",
+        dataset=STOCK_CODE,
+        processes=1,
+        progress=lambda i, d, t: seen.append((i, d, t)),
+    )
+    assert [(m["dataset"], m["bits"], m["count"]) for m in made] == [(STOCK_CODE, 2048, 60)]
+    assert seen[-1] == (0, 60, 60)  # sized to the 60 distinct taxpayers (120 rows)
+    d = HeStock(stock_box.root).dataset_dir(STOCK_CODE)
+    for p in (d.parent.parent, d.parent, d):
+        assert p.stat().st_mode & 0o777 == 0o700
+    (f,) = d.iterdir()
+    assert f.stat().st_mode & 0o777 == 0o600 and f.name == f"{made[0]['pack_id']}.pack"
+    assert list_stock(stock_box, user="root") == made
+    assert list_stock(stock_box, user="scjg_steward") == []  # another department's stock
+    for who in ("bank", "scjg_steward", "rev1"):
+        with pytest.raises(PermissionDenied, match="may not fill the key stock of SWJ-H005"):
+            make_stock(stock_box, user=who, dataset=STOCK_CODE, size=5)
+    entries = stock_box.audit.store.entries()
+    mk = [e for e in entries if e.action == "he_stock.make"]
+    assert [(e.actor, e.subject, e.details["pack_id"]) for e in mk] == [
+        ("swj_steward", f"dataset:{STOCK_CODE}", made[0]["pack_id"])
+    ]
+    assert sum(e.action == "he_stock.refuse" for e in entries) == 3
+
+
+def test_he_cohort_through_the_client_cli(cohort_box, tmp_path, ids, keys):
+    from typer.testing import CliRunner
+
+    from govdx.cli._client import client_app
+
+    pk, sk = keys
+    runner = CliRunner()
+    mine = ids[:14] + valid_usccs(6, seed=77)
+    (tmp_path / "ids.csv").write_text(
+        "uscc\n" + "".join(f"{x}\n" for x in mine) + "91BAD\n", encoding="utf-8"
+    )
+    state = tmp_path / "c.json"
+    res = runner.invoke(
+        client_app,
+        ["he-cohort", "request", "--ids", str(tmp_path / "ids.csv"), "--column", "uscc",
+         "--out", str(tmp_path / "J.bin"), "--state", str(state), "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["items"] == 20 and json.loads(res.output)["rejected"] == 1
+    assert state.stat().st_mode & 0o777 == 0o600
+    sent = (tmp_path / "J.bin").read_bytes()
+    assert all(x.encode() not in sent for x in mine)
+    offer = run_approved(
+        cohort_box,
+        cohort_spec(
+            {"name": "he_cohort", "params": COHORT_PARAMS}, {"request": str(tmp_path / "J.bin")}
+        ),
+    )
+    assert offer["state"] == "succeeded", offer["reason"]
+    (tmp_path / "C.bin").write_bytes(cohort_box.result(offer["id"], user="bank").data)
+    res = runner.invoke(
+        client_app,
+        ["he-cohort", "reply", "--result", str(tmp_path / "C.bin"), "--state", str(state),
+         "--out", str(tmp_path / "D.bin"), "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["offered"] == 60
+    params = {
+        **COHORT_PARAMS,
+        "phase": "sum",
+        "offer_job": offer["id"],
+        "value_column": "tax_paid",
+        "public_key": pk.to_json(),
+    }
+    job = run_approved(
+        cohort_box,
+        cohort_spec({"name": "he_cohort", "params": params}, {"request": str(tmp_path / "D.bin")}),
+    )
+    assert job["state"] == "succeeded", job["reason"]
+    assert job["result"]["summary"]["cohort"] == 14
+    out = decrypt_he_sum(cohort_box.result(job["id"], user="bank").data, sk)
+    table = he_table(ids)
+    expected = sum(
+        fen(v)
+        for x, v in zip(
+            table["taxpayer_id"].to_pylist(), table["tax_paid"].to_pylist(), strict=True
+        )
+        if x in ids[:14]
+    )
+    assert out["rows"] == [[28, expected]]
+    bad = runner.invoke(
+        client_app,
+        ["he-cohort", "reply", "--result", str(tmp_path / "J.bin"), "--state", str(state),
+         "--out", str(tmp_path / "D2.bin"), "--json"],
+    )  # fmt: skip
+    assert bad.exit_code == 1 and "expected 'C'" in bad.output
