@@ -425,6 +425,8 @@ def pisum_join(
     processes: int = 2,
     scale: int = 0,
     unit: str | None = None,
+    private_key: _Any = None,
+    pool: _Any = None,
 ) -> tuple[JoinResponse, _Any]:
     """The department's round (inside the sandbox): re-blind, blind, encrypt, shuffle.
 
@@ -432,9 +434,13 @@ def pisum_join(
         request: the requester's :class:`JoinRequest`.
         ids: sequence[m] of distinct normalized identifiers of the dataset.
         values: sequence[m] of int, the value of each identifier (already summed per id).
-        key_bits: the department's fresh Paillier modulus (≥ 2048).
+        key_bits: the department's fresh Paillier modulus (≥ 2048) when no ``private_key``.
         processes: worker processes.
         scale, unit: fixed-point description of the values (echoed).
+        private_key: a single-use key made ahead (a key-stock pack, ``sandbox._he_stock``);
+            None makes a fresh one.
+        pool: that key's :class:`privacy._paillier.ObfuscatorPool` (made ahead, used once):
+            one modular multiplication per value it covers; the rest get fresh CRT obfuscators.
 
     Returns:
         ``(response, private_key)`` — the private key stays in the sandbox for the unmask step.
@@ -448,12 +454,13 @@ def pisum_join(
     if len(ids) != len(values):
         raise PsiError(f"{len(ids)} ids but {len(values)} values")
     scheme = PhePaillier()
-    pk, sk = scheme.keygen(key_bits)
+    sk = private_key if private_key is not None else scheme.keygen(key_bits)[1]
+    pk = sk.public
     b = new_blinding_key()
     z = sorted(reblind(request.points, b, processes=processes))
     pts = blind(list(ids), b, processes=processes)
     plain = [encode_signed(int(v), pk.n) for v in values]
-    cts = scheme.encrypt_vector(pk, plain, private_key=sk, processes=processes)
+    cts = scheme.encrypt_vector(pk, plain, private_key=sk, pool=pool, processes=processes)
     pairs = sorted(zip(pts, cts, strict=True))
     req_sm3 = _sm3(request.to_bytes())
     return JoinResponse(req_sm3, pk.to_dict(), z, pairs, scale, unit), sk

@@ -52,6 +52,7 @@ from sandbox._dp import (
     demo_dp_step,
     dp_policy,
 )
+from sandbox._dp_cache import BoundingCache, BoundingKey, bounded_selection
 from sandbox._errors import (
     JobNotFound,
     JobSpecError,
@@ -76,7 +77,8 @@ from sandbox._fl import (
     partition_parties,
     run_federated,
 )
-from sandbox._he import HeSum, HeSumParams, PsiSum, PsiSumParams, decrypt_he_sum
+from sandbox._he import CohortClient, HeSum, HeSumParams, PsiSum, PsiSumParams, decrypt_he_sum
+from sandbox._he_stock import HeStock, list_stock, make_stock
 from sandbox._ledger import (
     BudgetExceeded,
     BudgetStatus,
@@ -134,8 +136,12 @@ __all__ = [
     "AuditEntryRow",
     "Auditor",
     # differential privacy (docs/dp.md)
+    "BoundingCache",
+    "BoundingKey",
     "BudgetExceeded",
     "BudgetStatus",
+    # homomorphic sums (docs/he.md)
+    "CohortClient",
     "Computation",
     "ComputationSpec",
     "DisclosureError",
@@ -152,7 +158,7 @@ __all__ = [
     "FlTrain",
     "FlTrainParams",
     "FlowerDeployment",
-    # homomorphic sums (docs/he.md)
+    "HeStock",
     "HeSum",
     "HeSumParams",
     "Job",
@@ -189,6 +195,7 @@ __all__ = [
     "WorkerTask",
     "assert_no_row_values",
     "bound_rows",
+    "bounded_selection",
     "budget_report",
     "budget_status",
     "can_transition",
@@ -204,7 +211,9 @@ __all__ = [
     "get_computation",
     "is_sensitive_dataset",
     "leaked_values",
+    "list_stock",
     "load_job_spec",
+    "make_stock",
     "mark_drawn",
     "parse_job_spec",
     "partition_parties",

@@ -32,6 +32,8 @@ from govdx._contract import Contract
 from sandbox._errors import RunError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sandbox._policy import SandboxPolicy, Usage
 
 
@@ -49,6 +51,8 @@ class RunContext:
         owner: the requester's department owns the dataset.
         delta_version: the pinned Delta version of ``table`` (None outside the worker).
         cache_dir: ``<GOVDX_HOME>/sandbox/cache``, for per-version caches (None: no cache).
+        audit: ``(event, details)`` callback recording an audit entry by the job's actor on
+            ``job:<id>`` (None outside the worker), e.g. a key-stock claim.
     """
 
     table: pa.Table
@@ -59,6 +63,7 @@ class RunContext:
     owner: bool = False
     delta_version: int | None = None
     cache_dir: Path | None = None
+    audit: Callable[[str, dict[str, Any]], None] | None = None
 
 
 @dataclass

@@ -282,7 +282,7 @@ class PsiSum(Computation):
         jdir = ctx.inputs["request"].parent.parent
         state = jdir / STATE_DIR
         state.mkdir(mode=0o700, exist_ok=True)
-        claimed = _claim_pack(ctx.contract.code, p.key_bits, len(ids), jdir)
+        claimed = _claim_pack(ctx.contract.code, p.key_bits, len(ids), jdir, ctx.audit)
         try:
             response, sk, source = _department_round(
                 request,
@@ -539,8 +539,10 @@ def _dp_reasons(params: PsiSumParams, contract: Contract) -> list[str]:
     return reasons
 
 
-def _claim_pack(code: str, bits: int, need: int, jdir: Any) -> Any:
+def _claim_pack(code: str, bits: int, need: int, jdir: Any, audit: Any = None) -> Any:
     """A key pack claimed from the stock (sandbox._he_stock) for this join, or None.
+
+    The claim is an audit entry (``he_stock.claim``) when ``audit`` is given (the worker's).
 
     The stock is ``<sandbox root>/stock``; the job folder is ``<sandbox root>/<job id>``. A pack
     left in the job's state by an earlier failed attempt is deleted first (never reused)."""
@@ -550,7 +552,7 @@ def _claim_pack(code: str, bits: int, need: int, jdir: Any) -> Any:
     (state / CLAIM_FILE).unlink(missing_ok=True)
     if need < 1:
         return None
-    return HeStock(jdir.parent).claim(code, bits=bits, need=need, dest_dir=state)
+    return HeStock(jdir.parent, audit=audit).claim(code, bits=bits, need=need, dest_dir=state)
 
 
 def _department_round(
@@ -564,8 +566,8 @@ def _department_round(
     scale: int,
     unit: str | None,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """The department's round of ``privacy._blind.pisum_join`` (re-blind, blind, encrypt,
-    shuffle) with the key of a claimed stock pack when there is one.
+    """The department's round (:func:`privacy._blind.pisum_join`) with the key of a claimed
+    stock pack when there is one.
 
     Stock path: the pack's key and ``(1 + m·n)·o mod n²`` with its obfuscators — one modular
     multiplication per value; values beyond the pack's size get fresh CRT obfuscators. Fresh
@@ -575,30 +577,29 @@ def _department_round(
         ``(JoinResponse, private key, facts)``; facts = ``{"key_source": "stock" | "fresh",
         "stock_pack", "stock_obfuscators", "fresh_obfuscators"}`` for the job summary.
     """
-    from privacy._blind import JoinResponse, blind, new_blinding_key, reblind
-    from privacy._digest import sm3_hex
-    from privacy._paillier import PhePaillier, encode_signed
+    from privacy._blind import pisum_join
 
-    scheme = PhePaillier()
-    if claimed is not None:
-        sk, pool = claimed.pack.private_key, claimed.pack.pool
-    else:
-        sk, pool = scheme.keygen(key_bits)[1], None
-    pk = sk.public
+    sk, pool = (
+        (claimed.pack.private_key, claimed.pack.pool) if claimed is not None else (None, None)
+    )
     covered = min(len(pool), len(values)) if pool is not None else 0
-    b = new_blinding_key()
-    z = sorted(reblind(request.points, b, processes=processes))
-    pts = blind(list(ids), b, processes=processes)
-    plain = [encode_signed(int(v), pk.n) for v in values]
-    cts = scheme.encrypt_vector(pk, plain, private_key=sk, pool=pool, processes=processes)
-    pairs = sorted(zip(pts, cts, strict=True))
+    response, sk = pisum_join(
+        request,
+        ids,
+        values,
+        key_bits=key_bits,
+        processes=processes,
+        scale=scale,
+        unit=unit,
+        private_key=sk,
+        pool=pool,
+    )
     facts: dict[str, Any] = {
         "key_source": "stock" if claimed is not None else "fresh",
         "stock_pack": claimed.info.pack_id if claimed is not None else None,
         "stock_obfuscators": covered,
         "fresh_obfuscators": len(values) - covered,
     }
-    response = JoinResponse(sm3_hex(request.to_bytes()), pk.to_dict(), z, pairs, scale, unit)
     return response, sk, facts
 
 

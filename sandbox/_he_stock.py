@@ -253,6 +253,17 @@ class HeStock:
             except HeError:
                 dest.unlink(missing_ok=True)  # claimed, unusable: destroyed, never put back
                 continue
+            if self._audit is not None:
+                self._audit(
+                    "he_stock.claim",
+                    {
+                        "dataset": code,
+                        "pack": info.pack_id,
+                        "bits": bits,
+                        "count": info.count,
+                        "need": need,
+                    },
+                )
             return ClaimedPack(info, pack, dest)
         return None
 

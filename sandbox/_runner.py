@@ -303,7 +303,15 @@ def _compute(task: WorkerTask) -> tuple[bytes, str, dict[str, Any]]:
         inputs = {k: Path(v) for k, v in task.inputs.items()}
         cache_dir = settings.home / "sandbox" / "cache"
         ctx = RunContext(
-            view, params, policy, contract, inputs, task.owner, task.delta_version, cache_dir
+            view,
+            params,
+            policy,
+            contract,
+            inputs,
+            task.owner,
+            task.delta_version,
+            cache_dir,
+            audit=auditor.callback(task.actor, f"job:{task.job_id}"),
         )
         output = comp.run(ctx)
         if output.table is not None and not task.owner:

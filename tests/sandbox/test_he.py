@@ -702,6 +702,10 @@ def test_psi_sum_join_with_a_stock_pack_is_exact(stock_box, tmp_path, ids, keys,
     )
     # single use: the pack left the stock and the job's state keeps only the key
     assert HeStock(stock_box.root).list(STOCK_CODE) == []
+    claims = [e for e in stock_box.audit.store.entries() if e.action == "he_stock.claim"]
+    assert [(e.subject, e.details["pack"], e.details["need"]) for e in claims] == [
+        (f"job:{job['id']}", pack_id, need)
+    ]
     assert sorted(p.name for p in (stock_box.job_dir(job["id"]) / "state").iterdir()) == [
         "psi_sum.json"
     ]
