@@ -380,13 +380,19 @@ def make_stock(
         list[packs] of :meth:`PackInfo.to_dict`.
 
     Raises:
-        UserError, PermissionDenied, Refused (unknown dataset, no privacy_unit, bad size/bits):
-        audited. privacy.HeError: key generation or file failure.
+        UserError, PermissionDenied, Refused (unknown dataset, psi_sum not allowed on it, no
+        privacy_unit, bad size/bits): audited. privacy.HeError: key generation or file failure.
     """
     from govdx._errors import GovdxError
+    from sandbox._policy import sandbox_policy
 
     u, ds, contract = _stock_contract(box, user, dataset, "fill")
     try:
+        if "psi_sum" not in sandbox_policy(contract).allowed_computations:
+            raise Refused(
+                f"dataset {dataset} does not allow psi_sum (sandbox.allowed_computations): "
+                "no join could use a key pack (不允许隐私求交求和, 无需预制密钥)"
+            )
         if bits not in (2048, 3072):
             raise Refused(f"--bits {bits}: psi_sum keys are 2048 or 3072 bits")
         if size is None:

@@ -876,6 +876,20 @@ def test_make_stock_modes_size_roles_and_audit(stock_box, settings):
     assert sum(e.action == "he_stock.refuse" for e in entries) == 3
 
 
+def test_make_stock_refused_where_psi_sum_is_not_allowed(box, settings, ids):
+    from sandbox import Refused
+    from sandbox._he_stock import HeStock, make_stock
+
+    code = "SWJ-H009"
+    policy = {**HE_POLICY, "allowed_computations": ["he_sum"]}
+    publish_dataset(settings, he_contract(policy, code=code, name="tax_no_psi_sum"), he_table(ids))
+    with pytest.raises(Refused, match=r"SWJ-H009 does not allow psi_sum"):
+        make_stock(box, user="root", dataset=code, size=5)
+    assert HeStock(box.root).list(code) == []
+    refusals = [e for e in box.audit.store.entries() if e.action == "he_stock.refuse"]
+    assert [e.subject for e in refusals] == [f"dataset:{code}"]
+
+
 def test_he_cohort_through_the_client_cli(cohort_box, tmp_path, ids, keys):
     from typer.testing import CliRunner
 
