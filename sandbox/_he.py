@@ -21,7 +21,12 @@
   blinded set (two jobs: ``phase: offer`` releases the dataset's ``H(y)^b``; the requester
   re-blinds them (:func:`cohort_reply`); ``phase: sum`` marks the matched rows, refuses a cohort
   under k and encrypts the grouped totals). The sandbox learns which rows matched, so it needs
-  ``sandbox.psi_keep_cohort_allowed`` (docs/he.md "Cohorts: why and how").
+  ``sandbox.psi_keep_cohort_allowed`` (docs/he.md "Cohorts: why and how"). On a contract with
+  ``sandbox.dp`` the sum phase takes ``epsilon`` (required there, refused elsewhere): each
+  taxpayer's rows are summed per group and clamped to ``sandbox.dp.bounds``
+  (:func:`bounded_totals`), and OpenDP discrete Laplace noise (ε/2 on the totals, ε/2 on the
+  unit counts; :class:`CohortDp`) is added before encryption, ε charged to the (requester,
+  dataset) ledger as psi_sum's reveal; without ``sandbox.dp`` the totals stay exact.
 
 Values are exact integers in fixed-point units: a ``decimal(p, s)`` column is read as integers of
 ``10^-s`` of its unit (``tax_paid`` decimal(18,2) 元 → fen); ``integer`` columns as is. Bad input
@@ -32,12 +37,15 @@ or protected field, a set or cohort under k) is refused before any encryption st
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -54,17 +62,21 @@ from sandbox._computations import (
 from sandbox._errors import PolicyRefused, RunError
 
 __all__ = [
+    "BoundedTotals",
     "CohortClient",
+    "CohortDp",
     "HeCohort",
     "HeCohortParams",
     "HeSum",
     "HeSumParams",
     "PsiSum",
     "PsiSumParams",
+    "bounded_totals",
     "clamp_ints",
     "cohort_reply",
     "decrypt_he_sum",
     "fixed_point_ints",
+    "he_cohort_noise",
     "psi_sum_noise",
     "sum_sensitivity",
 ]
@@ -132,6 +144,18 @@ def _unit(contract: Contract, column: str) -> str | None:
     return contract.field(column).unit
 
 
+def _epsilon_text(v: Any) -> str | None:
+    """An ε param as exact text (``"1/2"``), or None; ValueError (pydantic) when not > 0."""
+    from privacy._dp import DpError, fraction_text, parse_budget
+
+    if v is None:
+        return None
+    try:
+        return fraction_text(parse_budget(v, key="epsilon"))
+    except DpError as exc:
+        raise ValueError(str(exc).removeprefix("epsilon: ")) from None
+
+
 # --- psi_sum --------------------------------------------------------------------------------------
 class PsiSumParams(BaseModel):
     """Params of ``psi_sum``.
@@ -162,14 +186,7 @@ class PsiSumParams(BaseModel):
     @field_validator("epsilon", mode="before")
     @classmethod
     def _epsilon(cls, v: Any) -> str | None:
-        from privacy._dp import DpError, fraction_text, parse_budget
-
-        if v is None:
-            return None
-        try:
-            return fraction_text(parse_budget(v, key="epsilon"))
-        except DpError as exc:
-            raise ValueError(str(exc).removeprefix("epsilon: ")) from None
+        return _epsilon_text(v)
 
     @field_validator("join_job")
     @classmethod
@@ -890,7 +907,9 @@ def decrypt_he_sum(doc: dict[str, Any] | bytes, sk: Any) -> dict[str, Any]:
 
     Returns:
         ``{"columns": [*group_by, "n", "sum"], "rows": [...], "scale", "unit",
-        "suppressed_groups"}`` with exact integer sums in units of ``10^-scale``.
+        "suppressed_groups", "dp"}`` with integer sums in units of ``10^-scale``: exact, or —
+        for an he_cohort sum under ``sandbox.dp`` — noisy sums and noisy unit counts ``n``,
+        whose terms ``dp`` carries (:func:`he_cohort_noise`; None for exact results).
 
     Raises:
         privacy.HeError: another key, tampered ciphertexts (out-of-range plaintexts).
@@ -913,6 +932,7 @@ def decrypt_he_sum(doc: dict[str, Any] | bytes, sk: Any) -> dict[str, Any]:
         "scale": doc["scale"],
         "unit": doc["unit"],
         "suppressed_groups": doc["suppressed_groups"],
+        "dp": he_cohort_noise(doc),
     }
 
 
@@ -934,6 +954,11 @@ class HeCohortParams(BaseModel):
         max_items: the requester's set size bound (items).
         offer_job: sum phase: id of the offer job.
         value_column, group_by, public_key, partitions: sum phase: as for ``he_sum``.
+        epsilon: sum phase: ε spent on the noisy group totals and counts, exact text
+            (``"1/2"``, natural-log units); required when the contract declares ``sandbox.dp``
+            (refused without it), refused when it does not; ≤
+            ``sandbox.dp.per_query_epsilon_max``; charged to the (requester, dataset) ledger.
+        confidence: sum phase: level of the released per-cell noise intervals (0.5–0.999).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -946,6 +971,13 @@ class HeCohortParams(BaseModel):
     group_by: list[str] = Field(default_factory=list, max_length=2)
     public_key: str | None = Field(default=None, min_length=1, max_length=20_000)
     partitions: int = Field(default=1, ge=1, le=64)
+    epsilon: str | None = None
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999)
+
+    @field_validator("epsilon", mode="before")
+    @classmethod
+    def _epsilon(cls, v: Any) -> str | None:
+        return _epsilon_text(v)
 
     @field_validator("offer_job")
     @classmethod
@@ -1103,7 +1135,9 @@ class HeCohort(Computation):
     the job's state, never released) and releases the dataset's ``H(y)^b``, sorted. The
     requester re-blinds those with ``a`` and sends them back in order (:func:`cohort_reply`);
     job 2 (``sum``) marks the rows whose ``H(y)^(ba)`` is in ``Z`` — the cohort ``X ∩ Y`` —
-    refuses a cohort under k, and runs ``he_sum`` over its rows. Needs
+    refuses a cohort under k, and runs ``he_sum`` over its rows — or, on a contract with
+    ``sandbox.dp``, bounds each unit per group and adds OpenDP noise to the totals and unit
+    counts before encryption, charging ``epsilon`` through the ledger hooks below. Needs
     ``sandbox.psi_keep_cohort_allowed``: the sandbox learns which rows matched.
     """
 
@@ -1142,10 +1176,15 @@ class HeCohort(Computation):
                 f"{policy.psi_max_items} (sandbox.psi_max_items, 求交集合规模上限)"
             )
         if params.phase == "offer":
-            if params.offer_job is not None or params.value_column or params.public_key:
+            if (
+                params.offer_job is not None
+                or params.value_column
+                or params.public_key
+                or params.epsilon is not None
+            ):
                 reasons.append(
                     "computation.params: the offer phase takes column and max_items only "
-                    "(offer_job, value_column, public_key belong to the sum phase)"
+                    "(offer_job, value_column, public_key, epsilon belong to the sum phase)"
                 )
             return reasons
         if params.offer_job is None:
@@ -1157,7 +1196,11 @@ class HeCohort(Computation):
                 *reasons,
                 "computation.params: the sum phase needs value_column and public_key",
             ]
-        return reasons + HeSum.check(he, contract, policy)
+        return (
+            reasons
+            + HeSum.check(he, contract, policy)
+            + _cohort_dp_reasons(params, contract, policy)
+        )
 
     @classmethod
     def check_quota(cls, params: HeCohortParams, policy: Any, usage: Any) -> list[str]:
@@ -1314,12 +1357,586 @@ class HeCohort(Computation):
             )
         canon = _canonical(_unexact(ctx.table[p.column]), cls._element(ctx))
         mask = pc.fill_null(pc.is_in(canon, value_set=pa.array(cohort, pa.string())), False)
-        return _encrypted_totals(
-            ctx,
-            ctx.table.filter(mask),
-            p.he_sum(),
-            extra={"phase": "sum", "cohort": len(cohort)},
+        extra = {"phase": "sum", "cohort": len(cohort)}
+        from sandbox._dp import dp_policy
+
+        if dp_policy(ctx.contract) is None and p.epsilon is None:  # exact totals (docs/he.md)
+            return _encrypted_totals(ctx, ctx.table.filter(mask), p.he_sum(), extra=extra)
+        try:
+            CohortDp.build(p, ctx.contract, ctx.policy)
+        except PolicyRefused as exc:
+            raise RunError(f"he_cohort sum refused: {exc}") from exc
+        return _noisy_cohort_totals(ctx, ctx.table.filter(mask), canon.filter(mask), p, extra)
+
+    # --- ledger hooks: a sum phase under sandbox.dp spends ε (as psi_sum's reveal) -----------
+    @classmethod
+    def on_submit(
+        cls,
+        s: Any,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Contract,
+        params: HeCohortParams,
+        now: Any = None,
+    ) -> Any:
+        """Sum phase on a contract with ``sandbox.dp``: reserve ε (δ = 0) on the (requester,
+        dataset) DP ledger at submit. The offer phase, and a sum on a contract without
+        ``sandbox.dp`` (exact totals, docs/he.md), reserve nothing.
+
+        Raises:
+            BudgetExceeded: with the remaining budget. PolicyRefused: ε missing, above the
+                per-query maximum, no bounds or privacy unit, ε without a ``sandbox.dp`` block.
+        """
+        from sandbox._dp import MECHANISM_LAPLACE, dp_policy
+        from sandbox._ledger import reserve
+
+        if params.phase != "sum":
+            return None
+        reasons = _cohort_dp_reasons(params, contract)
+        if reasons:
+            raise PolicyRefused(reasons)
+        dp = dp_policy(contract)
+        if dp is None:
+            return None
+        assert params.epsilon is not None
+        return reserve(
+            s,
+            job_id=job_id,
+            requester=requester,
+            dataset=contract.code,
+            epsilon=Fraction(params.epsilon),
+            delta=Fraction(0),
+            epsilon_cap=dp.epsilon_cap_q,
+            delta_cap=dp.delta_cap_q,
+            mechanism=MECHANISM_LAPLACE,
+            statistic="he_cohort",
+            now=now,
         )
+
+    @classmethod
+    def on_run_start(
+        cls,
+        s: Any,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Contract,
+        params: HeCohortParams,
+        now: Any = None,
+    ) -> Any:
+        """Sum phase under ``sandbox.dp``, at run start: the reservation becomes ``drawn`` (a
+        re-run of a failed sum reserves anew first). The DP terms are checked again against the
+        contract of the run (a ``sandbox.dp`` block added after submit refuses an exact sum).
+
+        Raises:
+            BudgetExceeded: a re-run no longer fits the budget. PolicyRefused: as at submit.
+        """
+        from sandbox._ledger import _open, mark_drawn
+
+        if params.phase != "sum":
+            return None
+        reasons = _cohort_dp_reasons(params, contract)
+        if reasons:
+            raise PolicyRefused(reasons)
+        if params.epsilon is None:
+            return None  # no sandbox.dp block: exact totals, nothing charged
+        if _open(s, job_id, "reserved") is None:
+            cls.on_submit(
+                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
+            )
+        return mark_drawn(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_release(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
+        """In the release transaction: ``drawn`` → ``spent`` (no entry: no-op)."""
+        from sandbox._ledger import commit_spend
+
+        return commit_spend(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_abandon(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
+        """Rejected / cancelled / expired: an unused reservation is returned."""
+        from sandbox._ledger import return_reservation
+
+        return return_reservation(s, job_id=job_id, now=now)
+
+
+# --- he_cohort under sandbox.dp: bounded, noisy group totals (docs/he.md "Cohorts ... DP") -----
+def _cohort_dp_reasons(params: HeCohortParams, contract: Contract, policy: Any = None) -> list[str]:
+    """Why an he_cohort sum is refused for its DP terms (pure; reads no data).
+
+    With a ``sandbox.dp`` block the sum must carry ``epsilon`` (≤ the per-query maximum and the
+    cap), join on the ``privacy_unit`` and sum a column with ``sandbox.dp.bounds``; without one
+    it must not carry ``epsilon`` (exact totals, nothing to charge). ``policy`` (optional) adds
+    the ``max_output_rows`` check of a public group domain.
+    """
+    from govdx._errors import ContractError
+    from privacy._dp import fraction_text
+    from sandbox._dp import domain_keys, dp_policy
+
+    if params.phase != "sum":
+        return []
+    code = contract.code
+    try:
+        dp = dp_policy(contract)
+    except ContractError as exc:
+        return [str(exc)]
+    if dp is None:
+        if params.epsilon is None:
+            return []
+        return [
+            f"computation.params.epsilon: dataset {code} has no sandbox.dp block (未配置差分隐私): "
+            "its he_cohort sum releases exact totals and there is no budget to charge ε to; "
+            "leave epsilon out"
+        ]
+    reasons: list[str] = []
+    if params.epsilon is None:
+        reasons.append(
+            f"computation.params.epsilon: {code} declares sandbox.dp, so the he_cohort sum "
+            "releases noisy totals and counts and spends ε (差分隐私预算) of your budget on "
+            'this dataset; give epsilon, e.g. "1/2"'
+        )
+    if contract.privacy_unit is None:
+        reasons.append(
+            f"dataset {code} declares no privacy_unit (未声明隐私单位): the he_cohort sum bounds "
+            "each unit's contribution; refused"
+        )
+    elif params.column != contract.privacy_unit:
+        reasons.append(
+            f"computation.params.column: under sandbox.dp the he_cohort joins on the privacy "
+            f"unit {contract.privacy_unit!r} of {code} (its rows are bounded per unit), not "
+            f"{params.column!r}"
+        )
+    if params.value_column and params.value_column not in dp.bounds:
+        reasons.append(
+            f"computation.params.value_column: {params.value_column!r} has no clamp bounds "
+            f"(sandbox.dp.bounds) on {code}; he_cohort sum refused (求和列未设截断界)"
+        )
+    if params.epsilon is not None:
+        eps = Fraction(params.epsilon)
+        if eps > dp.per_query_max_q:
+            reasons.append(
+                f"computation.params.epsilon: ε = {params.epsilon} is above the per-query "
+                f"maximum {fraction_text(dp.per_query_max_q)} of {code} "
+                "(sandbox.dp.per_query_epsilon_max, 单次查询预算上限)"
+            )
+        if eps > dp.epsilon_cap_q:
+            reasons.append(
+                f"computation.params.epsilon: ε = {params.epsilon} is above the total cap "
+                f"{fraction_text(dp.epsilon_cap_q)} (sandbox.dp.epsilon_cap)"
+            )
+    if (
+        policy is not None
+        and params.group_by
+        and all(c in dp.public_domains for c in params.group_by)
+    ):
+        cells = 1
+        for c in params.group_by:
+            cells *= len(domain_keys(dp.public_domains[c]))
+        if cells > policy.max_output_rows:
+            reasons.append(
+                f"computation.params.group_by: the public domain has {cells} cells, more than "
+                f"sandbox.max_output_rows = {policy.max_output_rows}"
+            )
+    return reasons
+
+
+@dataclass(frozen=True)
+class CohortDp:
+    """The differential-privacy terms of one he_cohort sum (a pure value: no data is read).
+
+    Neighbouring datasets differ in all rows of one privacy unit (one canonical taxpayer id).
+    Each unit's rows are summed per group — a (unit, group) *cell* — and each cell clamped to
+    ``bounds``; a unit keeps its first ``max_groups`` cells (by its first row in storage order).
+    Removing a unit therefore changes at most ``max_groups`` group totals, each by at most
+    ``sum_sensitivity(lo, hi)`` — L1 sensitivity ``max_groups · sum_sensitivity(lo, hi)`` of
+    the total vector — and at most ``max_groups`` unit counts by 1 each (L1 = ``max_groups``).
+    ε is split exactly: ε/2 for the totals, ε/2 for the counts (basic composition).
+
+    Attributes:
+        epsilon, epsilon_sum, epsilon_count: ε charged, and its two halves (exact).
+        bounds: ``(lo, hi)`` clamp range of a cell, fixed point (units of ``10^-value_scale``).
+        value_scale: decimal scale of the value column (2 for fen).
+        max_groups: cells kept per unit, m: 1 without a group-by, ``min(max_contributions,
+            cells)`` over a public domain, else ``sandbox.dp.max_contributions``.
+        sum_sensitivity, count_sensitivity: L1 sensitivities (fixed point / units).
+        domain: the public domain's keys per group-by column, or None (groups from the data).
+        confidence: level of the released per-cell intervals.
+        privacy_unit: the contract's privacy unit column.
+        group_by: the group-by columns.
+    """
+
+    epsilon: Fraction
+    epsilon_sum: Fraction
+    epsilon_count: Fraction
+    bounds: tuple[int, int]
+    value_scale: int
+    max_groups: int
+    sum_sensitivity: int
+    count_sensitivity: int
+    domain: tuple[tuple[str, ...], ...] | None
+    confidence: float
+    privacy_unit: str
+    group_by: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, params: HeCohortParams, contract: Contract, policy: Any = None) -> CohortDp:
+        """The terms of a sum phase on a contract with ``sandbox.dp``.
+
+        Raises:
+            PolicyRefused: every reason of the DP checks (no ε, no bounds, ...), or no
+                ``sandbox.dp`` block (an exact sum has no DP terms).
+        """
+        from sandbox._dp import domain_keys, dp_policy
+
+        reasons = _cohort_dp_reasons(params, contract, policy)
+        dp = dp_policy(contract) if not reasons else None
+        if dp is None or params.epsilon is None or params.value_column is None:
+            raise PolicyRefused(reasons or [f"{contract.code} has no sandbox.dp block"])
+        domain = None
+        if params.group_by and all(c in dp.public_domains for c in params.group_by):
+            domain = tuple(tuple(domain_keys(dp.public_domains[c])) for c in params.group_by)
+        if not params.group_by:
+            m = 1
+        elif domain is not None:
+            m = min(dp.max_contributions, math.prod(len(k) for k in domain))
+        else:
+            m = dp.max_contributions
+        lo, hi = _fen_bounds(contract, params.value_column)
+        eps = Fraction(params.epsilon)
+        return cls(
+            epsilon=eps,
+            epsilon_sum=eps / 2,
+            epsilon_count=eps / 2,
+            bounds=(lo, hi),
+            value_scale=_scale(contract, params.value_column),
+            max_groups=m,
+            sum_sensitivity=m * sum_sensitivity(lo, hi),
+            count_sensitivity=m,
+            domain=domain,
+            confidence=params.confidence,
+            privacy_unit=contract.privacy_unit or "",
+            group_by=tuple(params.group_by),
+        )
+
+    @property
+    def groups_from(self) -> str:
+        """``public_domain`` (declared keys), ``data`` (keys present, k-suppressed) or ``none``
+        (no group-by: one total)."""
+        if self.domain is not None:
+            return "public_domain"
+        return "data" if self.group_by else "none"
+
+    def release(self, sums: np.ndarray, counts: np.ndarray) -> tuple[Any, Any, dict[str, Any]]:
+        """OpenDP discrete Laplace noise on the exact group totals and unit counts.
+
+        Args:
+            sums: int64[groups] exact clamped totals (fixed point).
+            counts: int64[groups] exact unit counts.
+
+        Returns:
+            ``(noisy sums int64[groups], noisy counts int64[groups], dp terms)``; the terms as
+            in :func:`he_cohort_noise`.
+
+        Raises:
+            RunError: OpenDP failed (overflow).
+        """
+        from privacy._dp import (
+            DpError,
+            fraction_text,
+            laplace_accuracy,
+            make_vector_laplace,
+            release_vectors,
+        )
+        from sandbox._dp import MECHANISM_LAPLACE
+
+        try:
+            m_sum, scale_sum = make_vector_laplace(self.sum_sensitivity, self.epsilon_sum)
+            m_count, scale_count = make_vector_laplace(self.count_sensitivity, self.epsilon_count)
+            if len(sums):
+                noisy_sums, noisy_counts = release_vectors([(m_sum, sums), (m_count, counts)])
+            else:
+                noisy_sums, noisy_counts = sums.copy(), counts.copy()
+            half_sum = laplace_accuracy(scale_sum, self.confidence)
+            half_count = laplace_accuracy(scale_count, self.confidence)
+        except DpError as exc:
+            raise RunError(f"he_cohort: {exc}") from exc
+        terms = {
+            "mechanism": MECHANISM_LAPLACE,
+            "epsilon": fraction_text(self.epsilon),
+            "delta": "0",
+            "privacy_unit": self.privacy_unit,
+            "bounds": list(self.bounds),
+            "value_scale": self.value_scale,
+            "max_groups_per_unit": self.max_groups,
+            "groups_from": self.groups_from,
+            "confidence": self.confidence,
+            "sensitivity": self.sum_sensitivity,
+            "scale": scale_sum,
+            "ci_halfwidth": half_sum,
+            "sum": {
+                "epsilon": fraction_text(self.epsilon_sum),
+                "sensitivity": self.sum_sensitivity,
+                "scale": scale_sum,
+                "ci_halfwidth": half_sum,
+            },
+            "count": {
+                "epsilon": fraction_text(self.epsilon_count),
+                "sensitivity": self.count_sensitivity,
+                "scale": scale_count,
+                "ci_halfwidth": half_count,
+            },
+            "ci_note": (
+                "each released sum ± sum.ci_halfwidth covers its group's clamped total, each n "
+                "± count.ci_halfwidth its number of privacy units, per cell with the stated "
+                "confidence (OpenDP discrete_laplacian_scale_to_accuracy); sums in units of "
+                "10^-value_scale of the value column"
+            ),
+        }
+        return noisy_sums, noisy_counts, terms
+
+
+@dataclass(frozen=True)
+class BoundedTotals:
+    """Exact (pre-noise) group totals of bounded (unit, group) cells; :func:`bounded_totals`.
+
+    Attributes:
+        keys: list[groups] of group-key lists, in release order.
+        counts: int64[groups] privacy units per group (cells).
+        sums: int64[groups] sum of the clamped cell values (fixed point).
+        cell_group: int64[cells] group index of each kept cell.
+        cell_value: int64[cells] clamped value of each kept cell.
+        suppressed: groups dropped for fewer than ``min_units`` units.
+        dropped_cells: cells beyond a unit's ``max_groups`` (not counted anywhere).
+    """
+
+    keys: list[list[Any]]
+    counts: np.ndarray
+    sums: np.ndarray
+    cell_group: np.ndarray
+    cell_value: np.ndarray
+    suppressed: int
+    dropped_cells: int
+
+
+def bounded_totals(
+    table: pa.Table,
+    units: pa.Array,
+    *,
+    group_by: list[str],
+    value_column: str,
+    value_scale: int,
+    bounds: tuple[int, int],
+    max_groups: int,
+    domain: tuple[tuple[str, ...], ...] | None = None,
+    min_units: int = 0,
+    limit: int | None = None,
+) -> BoundedTotals:
+    """Contribution bounding of he_cohort under ``sandbox.dp`` (the exact values before noise).
+
+    Each unit's rows are summed exactly per group (a cell, ``decimal128(38, s)``), the cell read
+    as fixed point (:func:`fixed_point_ints`) and clamped to ``bounds`` (:func:`clamp_ints`); a
+    unit keeps its first ``max_groups`` cells ordered by their first row in storage order. Rows
+    with a null unit or value are dropped. With ``domain`` the groups are the public domain's
+    cells (keys compared as strings, rows outside dropped, every cell kept); without, the groups
+    present among the kept cells, sorted by key, those with fewer than ``min_units`` units
+    suppressed, the first ``limit`` kept.
+
+    Args:
+        table: pyarrow.Table[rows × (group_by…, value_column)], storage order.
+        units: string array[rows]: the canonical privacy unit of each row (null: not counted).
+        group_by: 0–2 group columns. value_column: integer or decimal column.
+        value_scale: its decimal scale. bounds: ``(lo, hi)`` fixed point.
+        max_groups: cells kept per unit (≥ 1). domain: public keys per group-by column.
+        min_units: k of the data-chosen groups. limit: most groups released.
+
+    Returns:
+        :class:`BoundedTotals`.
+
+    Raises:
+        RunError: a non-numeric value column, or totals that could overflow int64.
+    """
+    lo, hi = bounds
+    n = table.num_rows
+    vals = _unexact(table[value_column])
+    keep = pc.and_(pc.is_valid(vals), pc.is_valid(units))
+    cols: dict[str, Any] = {"u": units, "v": _exact(vals), "i": pa.array(np.arange(n))}
+    dims: list[pa.Array] = []
+    cell = np.zeros(n, dtype=np.int64)
+    ok = np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)
+    for i, c in enumerate(group_by):
+        col = _unexact(table[c])
+        if domain is not None:
+            col = col if col.type == pa.string() else pc.cast(col, pa.string())
+            dim = pa.array(domain[i], pa.string())
+        else:
+            dim = pc.unique(col)
+            dim = dim.take(pc.array_sort_indices(dim, null_placement="at_end"))
+        idx = pc.index_in(col, value_set=dim, skip_nulls=False)  # data: null is a key
+        idx = np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        ok &= idx >= 0
+        cell = cell * max(len(dim), 1) + idx
+        dims.append(dim)
+    cols["g"] = pa.array(cell)
+    t = pa.table(cols).filter(pa.array(ok))
+    agg = t.group_by(["u", "g"], use_threads=False).aggregate([("v", "sum"), ("i", "min")])
+    agg = agg.sort_by([("u", "ascending"), ("i_min", "ascending")])
+    c = agg.num_rows
+    if c:
+        u = agg["u"]
+        first = np.ones(c, dtype=bool)
+        first[1:] = np.asarray(
+            pc.not_equal(u.slice(1), u.slice(0, c - 1)).to_numpy(zero_copy_only=False), bool
+        )
+        starts = np.flatnonzero(first)
+        rank = np.arange(c) - np.repeat(starts, np.diff(np.append(starts, c)))
+        kept = rank < max_groups
+    else:
+        kept = np.zeros(0, dtype=bool)
+    agg = agg.filter(pa.array(kept))
+    if agg.num_rows * max(abs(lo), abs(hi)) >= 2**62:
+        raise RunError(f"he_cohort: {agg.num_rows} cells within {bounds} could overflow int64")
+    values = clamp_ints(fixed_point_ints(_unexact(agg["v_sum"]), value_scale), lo, hi)
+    cell_value = np.asarray(values, dtype=np.int64)
+    cell_code = np.asarray(_unexact(agg["g"]).to_numpy(), dtype=np.int64)
+    shape = [len(d) for d in dims]
+    if domain is not None or not group_by:
+        codes = np.arange(math.prod(shape) if group_by else 1, dtype=np.int64)
+        suppressed = 0
+    else:
+        codes, units_per = np.unique(cell_code, return_counts=True)
+        big = units_per >= min_units
+        suppressed = int((~big).sum())
+        codes = codes[big][: limit if limit is not None else len(codes)]
+    pos = np.searchsorted(codes, cell_code)
+    inside = (pos < len(codes)) & (codes[np.minimum(pos, len(codes) - 1)] == cell_code)
+    if not len(codes):
+        inside[:] = False
+    cell_group, cell_value = pos[inside], cell_value[inside]
+    counts = np.bincount(cell_group, minlength=len(codes)).astype(np.int64)
+    sums = np.zeros(len(codes), dtype=np.int64)
+    np.add.at(sums, cell_group, cell_value)
+    if group_by:
+        parts = np.unravel_index(codes, shape) if len(codes) else [codes] * len(shape)
+        key_cols = [dims[i].take(pa.array(parts[i])).to_pylist() for i in range(len(dims))]
+        keys = [list(k) for k in zip(*key_cols, strict=True)]
+    else:
+        keys = [[]]
+    return BoundedTotals(keys, counts, sums, cell_group, cell_value, suppressed, int((~kept).sum()))
+
+
+def _noisy_cohort_totals(
+    ctx: RunContext, table: pa.Table, units: pa.Array, p: HeCohortParams, extra: dict[str, Any]
+) -> Output:
+    """The sum phase under ``sandbox.dp``: bounded cells, OpenDP noise on the group totals and
+    unit counts, the noisy totals encrypted under the requester's key (docs/he.md)."""
+    from privacy._paillier import EncryptedVector, HeError, PublicKey
+
+    terms = CohortDp.build(p, ctx.contract, ctx.policy)
+    he = p.he_sum()
+    k = ctx.policy.min_group_size_k
+    bt = bounded_totals(
+        table,
+        units,
+        group_by=he.group_by,
+        value_column=he.value_column,
+        value_scale=terms.value_scale,
+        bounds=terms.bounds,
+        max_groups=terms.max_groups,
+        domain=terms.domain,
+        min_units=k,
+        limit=ctx.policy.max_output_rows,
+    )
+    noisy_sums, noisy_counts, dp_doc = terms.release(bt.sums, bt.counts)
+    pk = PublicKey.from_json(he.public_key)
+    g = len(bt.keys)
+    # partial vectors over the cells (one per department worker or partition); the noise is
+    # added to the first before encryption, so the ciphertexts add up to the noisy totals
+    cells = len(bt.cell_group)
+    step = max(1, -(-cells // he.partitions))
+    total: EncryptedVector | None = None
+    try:
+        for j, start in enumerate(range(0, max(cells, 1), step)):
+            vec = np.zeros(g, dtype=np.int64)
+            np.add.at(vec, bt.cell_group[start : start + step], bt.cell_value[start : start + step])
+            if j == 0:
+                vec += np.asarray(noisy_sums, dtype=np.int64) - bt.sums
+            enc = EncryptedVector.encrypt([int(x) for x in vec], pk, processes=2)
+            total = enc if total is None else total + enc  # the aggregator's addition
+    except HeError as exc:
+        raise RunError(f"he_cohort: {exc}") from exc
+    assert total is not None
+    n = [int(x) for x in noisy_counts]
+    doc = {
+        "format": "govdx-he-sum",
+        "group_by": he.group_by,
+        "groups": bt.keys,
+        "n": n,
+        "n_is": "privacy units (noisy)",
+        "k": k,
+        "suppressed_groups": bt.suppressed,
+        "value_column": he.value_column,
+        "scale": terms.value_scale,
+        "unit": _unit(ctx.contract, he.value_column),
+        "sums": total.to_dict(),
+        "dp": dp_doc,
+    }
+    data = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    out_table = pa.table(
+        {
+            **{c: pa.array([key[i] for key in bt.keys]) for i, c in enumerate(he.group_by)},
+            "n": pa.array(n, pa.int64()),
+        }
+    )
+    return Output(
+        data,
+        MEDIA_HE_SUM,
+        table=out_table,
+        summary={
+            "groups": g,
+            "suppressed_groups": bt.suppressed,
+            "partitions": total.terms,
+            "ciphertexts": len(total.ciphertexts),
+            "key_fingerprint": pk.fingerprint,
+            "epsilon": dp_doc["epsilon"],
+            "delta": "0",
+            "mechanism": dp_doc["mechanism"],
+            "sensitivity": dp_doc["sensitivity"],
+            "scale": dp_doc["scale"],
+            "ci_halfwidth": dp_doc["ci_halfwidth"],
+            "count_sensitivity": dp_doc["count"]["sensitivity"],
+            "count_scale": dp_doc["count"]["scale"],
+            "count_ci_halfwidth": dp_doc["count"]["ci_halfwidth"],
+            "confidence": dp_doc["confidence"],
+            "groups_from": dp_doc["groups_from"],
+            **extra,
+        },
+    )
+
+
+def he_cohort_noise(doc: dict[str, Any] | bytes) -> dict[str, Any] | None:
+    """The DP terms of a released he_cohort sum (None for an exact one, or an he_sum result).
+
+    Args:
+        doc: the sum job's result (``govdx-he-sum`` JSON, bytes or parsed).
+
+    Returns:
+        ``{"mechanism": "discrete_laplace", "epsilon", "delta", "privacy_unit", "bounds",
+        "value_scale", "max_groups_per_unit", "groups_from", "confidence", "sensitivity",
+        "scale", "ci_halfwidth", "sum": {epsilon, sensitivity, scale, ci_halfwidth}, "count":
+        {…}, "ci_note"}``; top-level sensitivity, scale, ci_halfwidth are the sums' (units of
+        ``10^-value_scale``), the count's are in privacy units.
+
+    Raises:
+        ValueError: not an he_sum result.
+    """
+    if isinstance(doc, (bytes, bytearray)):
+        doc = json.loads(doc)
+    if not isinstance(doc, dict) or doc.get("format") != "govdx-he-sum":
+        raise ValueError("not a govdx he_sum result")
+    dp = doc.get("dp")
+    return dict(dp) if isinstance(dp, dict) else None
 
 
 def _check_two_phase_request(

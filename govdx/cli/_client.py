@@ -21,6 +21,7 @@ secret key that stays in the state file (mode 0600).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -221,7 +222,11 @@ def decrypt_command(
     key: Annotated[Path, typer.Option("--key", help="Private key file of `client keygen`.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Decrypt grouped totals of an he_sum result (解密分组合计), exact integers."""
+    """Decrypt grouped totals of an he_sum result (解密分组合计), exact integers.
+
+    An he_cohort sum on a dataset with sandbox.dp holds noisy sums and noisy unit counts n;
+    their differential-privacy terms (ε, noise scale, interval half-width) are printed too.
+    """
     try:
         from privacy._paillier import PrivateKey
         from sandbox._he import decrypt_he_sum
@@ -244,6 +249,27 @@ def decrypt_command(
     console.print("\t".join(out["columns"]))
     for row in out["rows"]:
         console.print("\t".join(str(v) for v in row))
+    dp = out.get("dp")
+    if dp:  # an he_cohort sum under sandbox.dp: noisy sums and unit counts
+        s, c = dp["sum"], dp["count"]
+        level = f"{float(dp['confidence']):.0%}"
+        say = functools.partial(console.print, soft_wrap=True)  # one line each, never wrapped
+        say(
+            f"differential privacy (差分隐私): {dp['mechanism']}, ε = {dp['epsilon']} "
+            f"(sums {s['epsilon']}, counts {c['epsilon']}), δ = {dp['delta']}"
+        )
+        say(
+            f"  sum ± {s['ci_halfwidth']} ({level} per group; noise scale {s['scale']}, "
+            f"sensitivity {s['sensitivity']}, units of 10^-{dp['value_scale']})"
+        )
+        say(
+            f"  n ± {c['ci_halfwidth']} ({level} per group; noise scale {c['scale']}; "
+            f"n counts {dp['privacy_unit']} units)"
+        )
+        say(
+            f"  each unit's total per group clamped to {dp['bounds']}, at most "
+            f"{dp['max_groups_per_unit']} group(s) per unit; groups: {dp['groups_from']}"
+        )
 
 
 @psi_sum_app.command("request")

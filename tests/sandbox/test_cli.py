@@ -139,30 +139,42 @@ def test_missing_user_and_bad_spec(home, tmp_path):
     assert [u["name"] for u in users] == ["bank", "rv", "st"]
 
 
-def test_he_stock_make_and_list_with_roles(home):
+def test_he_stock_make_and_list_with_roles(home, ids):
+    # SWJ-T001 allows psi only: no join could ever use a pack
+    res = cli("sandbox", "he-stock", "make", "--dataset", "SWJ-T001", "--json", user="st", ok=False)
+    assert res.exit_code == 1 and "SWJ-T001 does not allow psi_sum" in res.output
+    publish_dataset(
+        home,
+        tax_contract(
+            sandbox={"allowed_computations": ["psi", "psi_sum"], "psi_max_items": 100},
+            code="SWJ-T002",
+            name="tax_test_sum",
+        ),
+        tax_table(ids),
+    )
     res = cli(
-        "sandbox", "he-stock", "make", "--dataset", "SWJ-T001", "--json", user="bank", ok=False
+        "sandbox", "he-stock", "make", "--dataset", "SWJ-T002", "--json", user="bank", ok=False
     )
     assert res.exit_code == 1 and json.loads(res.output)["error"] == "PermissionDenied"
     # no privacy_unit on this contract: the default size (distinct identifiers) is refused
-    res = cli("sandbox", "he-stock", "make", "--dataset", "SWJ-T001", "--json", user="st", ok=False)
+    res = cli("sandbox", "he-stock", "make", "--dataset", "SWJ-T002", "--json", user="st", ok=False)
     assert res.exit_code == 1 and "declares no privacy_unit" in res.output
     res = cli(
-        "sandbox", "he-stock", "make", "--dataset", "SWJ-T001", "--size", "20",
+        "sandbox", "he-stock", "make", "--dataset", "SWJ-T002", "--size", "20",
         "--processes", "1", "--json", user="st",
     )  # fmt: skip
     assert "pack 1/1: 20/20 obfuscators" in res.stderr  # progress on stderr
     made = json.loads(res.stdout)["made"]
-    assert [(m["dataset"], m["bits"], m["count"]) for m in made] == [("SWJ-T001", 2048, 20)]
+    assert [(m["dataset"], m["bits"], m["count"]) for m in made] == [("SWJ-T002", 2048, 20)]
     listed = json.loads(cli("sandbox", "he-stock", "list", "--json", user="st").output)
     assert listed == made and listed[0]["bytes"] > 20 * 512
     for who in ("rv", "bank"):
         res = cli("sandbox", "he-stock", "list", "--json", user=who, ok=False)
         assert res.exit_code == 1 and "stewards and admins only" in res.output
-    res = cli("sandbox", "he-stock", "list", "--dataset", "SWJ-T001", "--json", user="rv", ok=False)
+    res = cli("sandbox", "he-stock", "list", "--dataset", "SWJ-T002", "--json", user="rv", ok=False)
     assert res.exit_code == 1 and "only a steward of SWJ or an admin" in res.output
     shown = json.loads(cli("audit", "show", "--action", "he_stock.make", "--json").output)
-    assert [(e["actor"], e["subject"]) for e in shown] == [("st", "dataset:SWJ-T001")]
+    assert [(e["actor"], e["subject"]) for e in shown] == [("st", "dataset:SWJ-T002")]
     assert json.loads(cli("audit", "verify", "--json").output)["ok"] is True
     text = cli("sandbox", "he-stock", "list", user="st").output
     assert made[0]["pack_id"][:12] in text and "2048" in text

@@ -12,6 +12,7 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from sandbox_testdata import AGG_POLICY, publish_dataset, tax_contract, valid_usccs
@@ -19,7 +20,7 @@ from sandbox_testdata import AGG_POLICY, publish_dataset, tax_contract, valid_us
 from privacy._blind import KIND_UNMASK_REQUEST, JoinRequest, PiSumClient, pisum_pack
 from privacy._dp import laplace_accuracy
 from privacy._paillier import HeDecryptionError, PhePaillier, PublicKey
-from sandbox import PolicyRefused, Sandbox, decrypt_he_sum, parse_job_spec
+from sandbox import JobSpecError, PolicyRefused, Sandbox, decrypt_he_sum, parse_job_spec
 from sandbox._he import clamp_ints, psi_sum_noise, sum_sensitivity
 from sandbox._ledger import BudgetExceeded, budget_status
 
@@ -509,7 +510,16 @@ def cohort_request(mine: list[str]) -> tuple[bytes, bytes]:
     return JoinRequest("uscc", sorted(blind(items, a))).to_bytes(), a
 
 
-def run_cohort(box: Sandbox, tmp_path: Path, mine: list[str], pk) -> tuple[dict, dict, bytes]:
+def run_cohort(
+    box: Sandbox,
+    tmp_path: Path,
+    mine: list[str],
+    pk,
+    *,
+    code: str = COHORT_CODE,
+    epsilon: str | None = "1/2",
+) -> tuple[dict, dict, bytes]:
+    """Offer, reply and sum; ``epsilon`` goes into the sum's params (None: left out)."""
     from sandbox._he import cohort_reply
 
     request, a = cohort_request(mine)
@@ -517,7 +527,9 @@ def run_cohort(box: Sandbox, tmp_path: Path, mine: list[str], pk) -> tuple[dict,
     offer = run_approved(
         box,
         cohort_spec(
-            {"name": "he_cohort", "params": COHORT_PARAMS}, {"request": str(tmp_path / "c.bin")}
+            {"name": "he_cohort", "params": COHORT_PARAMS},
+            {"request": str(tmp_path / "c.bin")},
+            code=code,
         ),
     )
     assert offer["state"] == "succeeded", offer["reason"]
@@ -531,10 +543,15 @@ def run_cohort(box: Sandbox, tmp_path: Path, mine: list[str], pk) -> tuple[dict,
         "group_by": ["district"],
         "public_key": pk.to_json(),
         "partitions": 2,
+        **({"epsilon": epsilon} if epsilon is not None else {}),
     }
     job = run_approved(
         box,
-        cohort_spec({"name": "he_cohort", "params": params}, {"request": str(tmp_path / "d.bin")}),
+        cohort_spec(
+            {"name": "he_cohort", "params": params},
+            {"request": str(tmp_path / "d.bin")},
+            code=code,
+        ),
     )
     return offer, job, offered
 
@@ -546,13 +563,29 @@ def cohort_box(box: Sandbox, settings, ids) -> Sandbox:
     return box
 
 
-def test_he_cohort_totals_equal_plaintext_over_the_intersection(cohort_box, tmp_path, ids, keys):
+#: a contract without a sandbox.dp block: the he_cohort sum releases exact totals (as before)
+EXACT_CODE = "SWJ-H006"
+EXACT_POLICY = {k: v for k, v in COHORT_POLICY.items() if k != "dp"}
+
+
+@pytest.fixture
+def exact_cohort_box(box: Sandbox, settings, ids) -> Sandbox:
+    contract = he_contract(EXACT_POLICY, code=EXACT_CODE, name="tax_cohort_exact")
+    publish_dataset(settings, contract, he_table(ids))
+    return box
+
+
+def test_he_cohort_totals_equal_plaintext_over_the_intersection(
+    exact_cohort_box, tmp_path, ids, keys
+):
+    """Without sandbox.dp the sum phase takes no ε and the totals and row counts are exact."""
+    cohort_box = exact_cohort_box
     pk, sk = keys
     table = he_table(ids)
     # 14 members in 福田区/南山区 (28 rows), 1 member of 盐田区 (2 rows < k), 6 outsiders
     members = ids[:14] + ids[-1:]
     mine = members + valid_usccs(6, seed=77)
-    offer, job, offered = run_cohort(cohort_box, tmp_path, mine, pk)
+    offer, job, offered = run_cohort(cohort_box, tmp_path, mine, pk, code=EXACT_CODE, epsilon=None)
     for x in ids:  # the offer holds the department's ids blinded only
         assert x.encode() not in offered
     assert offer["result"]["summary"]["offered"] == 60
@@ -573,7 +606,8 @@ def test_he_cohort_totals_equal_plaintext_over_the_intersection(cohort_box, tmp_
     assert {r[0]: [r[1], r[2]] for r in out["rows"]} == {
         d: ns for d, ns in expected.items() if ns[0] >= 10
     }
-    assert out["suppressed_groups"] == 1
+    assert out["suppressed_groups"] == 1 and out["dp"] is None
+    assert "epsilon" not in job["result"]["summary"]
     # one sum per offer: the state is gone
     again = run_approved(
         cohort_box,
@@ -589,9 +623,15 @@ def test_he_cohort_totals_equal_plaintext_over_the_intersection(cohort_box, tmp_
                 },
             },
             {"request": str(tmp_path / "d.bin")},
+            code=EXACT_CODE,
         ),
     )
     assert again["state"] == "failed" and "one sum per offer" in again["reason"]
+    # nothing was charged: the contract has no budget
+    with cohort_box.factory() as s:
+        from sandbox._ledger import DpLedgerEntry
+
+        assert s.query(DpLedgerEntry).filter_by(dataset_code=EXACT_CODE).count() == 0
 
 
 def test_he_cohort_small_cohort_refused_before_encryption(cohort_box, tmp_path, ids, keys):
@@ -602,6 +642,9 @@ def test_he_cohort_small_cohort_refused_before_encryption(cohort_box, tmp_path, 
     assert job["state"] == "failed"
     assert "cohort of 3 identifiers is under sandbox.min_group_size_k = 10" in job["reason"]
     assert not (cohort_box.job_dir(job["id"]) / "result" / "result.bin").exists()
+    # the sum (ε = 1/2: the contract declares sandbox.dp) started, so its ε was drawn for good
+    st = _cohort_budget(cohort_box)
+    assert (st.epsilon_spent, st.epsilon_held) == (0, Fraction(1, 2))
 
 
 def test_he_cohort_needs_the_declared_leakage(he_box, tmp_path, ids):
@@ -619,6 +662,267 @@ def test_he_cohort_needs_the_declared_leakage(he_box, tmp_path, ids):
     )
     with pytest.raises(PolicyRefused, match=r"sandbox\.psi_keep_cohort_allowed = false"):
         he_box.submit(s, user="bank")
+
+
+# --- he_cohort under sandbox.dp (docs/he.md "Cohorts ... differential privacy") ------------------
+SUM_PARAMS = {**COHORT_PARAMS, "phase": "sum", "offer_job": "A" * 22, "value_column": "tax_paid"}
+
+
+def _fake_reply(tmp_path: Path) -> str:
+    from sandbox._he import KIND_COHORT_REPLY
+
+    p = tmp_path / "fake_reply.bin"
+    p.write_bytes(pisum_pack(KIND_COHORT_REPLY, {"items": 0, "offer_sm3": "0" * 64}, b""))
+    return str(p)
+
+
+def _cohort_budget(box: Sandbox, code: str = COHORT_CODE):
+    with box.factory() as s:
+        return budget_status(
+            s, requester="bank", dataset=code, epsilon_cap=Fraction(2001), delta_cap=Fraction(0)
+        )
+
+
+def test_he_cohort_dp_terms_refused_at_submit(cohort_box, settings, tmp_path, ids, keys):
+    req = _fake_reply(tmp_path)
+    base = {**SUM_PARAMS, "public_key": keys[0].to_json()}
+
+    def submit(params: dict, code: str = COHORT_CODE, inp: str = req) -> dict:
+        s = cohort_spec({"name": "he_cohort", "params": params}, {"request": inp}, code=code)
+        return cohort_box.submit(s, user="bank")
+
+    with pytest.raises(
+        PolicyRefused, match=r"SWJ-H003 declares sandbox\.dp, so the he_cohort sum releases noisy"
+    ):
+        submit(base)
+    with pytest.raises(PolicyRefused, match=r"ε = 1001 is above the per-query maximum 1000"):
+        submit({**base, "epsilon": "1001"})
+    with pytest.raises(JobSpecError, match=r"computation\.params\.epsilon: .*must be > 0"):
+        submit({**base, "epsilon": "0"})
+    (tmp_path / "c.bin").write_bytes(cohort_request(ids[:12])[0])
+    with pytest.raises(PolicyRefused, match="the offer phase takes column and max_items only"):
+        submit({**COHORT_PARAMS, "epsilon": "1/2"}, inp=str(tmp_path / "c.bin"))
+    no_bounds = {**COHORT_POLICY, "dp": {**HE_DP, "bounds": {}}}
+    publish_dataset(settings, he_contract(no_bounds, "SWJ-H007", "tax_nobounds"), he_table(ids))
+    with pytest.raises(PolicyRefused, match=r"'tax_paid' has no clamp bounds"):
+        submit({**base, "epsilon": "1/2"}, code="SWJ-H007")
+    no_unit = tax_contract(sandbox=COHORT_POLICY, code="SWJ-H008", name="tax_nounit")
+    publish_dataset(settings, no_unit, he_table(ids))
+    with pytest.raises(PolicyRefused, match=r"SWJ-H008 declares no privacy_unit"):
+        submit({**base, "epsilon": "1/2"}, code="SWJ-H008")
+    publish_dataset(settings, he_contract(EXACT_POLICY, EXACT_CODE, "tax_exact"), he_table(ids))
+    with pytest.raises(
+        PolicyRefused, match=r"SWJ-H006 has no sandbox\.dp block.*leave epsilon out"
+    ):
+        submit({**base, "epsilon": "1/2"}, code=EXACT_CODE)
+    submit(base, code=EXACT_CODE)  # exact totals where no dp block is declared
+    st = _cohort_budget(cohort_box)
+    assert (st.epsilon_spent, st.epsilon_held) == (0, 0)  # no refused job reserved anything
+
+
+def test_he_cohort_dp_ledger_charged_exactly(cohort_box, tmp_path, keys):
+    req = _fake_reply(tmp_path)
+    base = {**SUM_PARAMS, "public_key": keys[0].to_json()}
+
+    def submit(eps: str) -> dict:
+        params = {**base, "epsilon": eps}
+        s = cohort_spec({"name": "he_cohort", "params": params}, {"request": req})
+        return cohort_box.submit(s, user="bank")
+
+    jobs = [submit(e) for e in ("1000", "1000", "1/2")]  # 2000 + 1/2 of the cap 2001
+    assert _cohort_budget(cohort_box).epsilon_held == Fraction(4001, 2)
+    with pytest.raises(BudgetExceeded, match=r"asks ε = 2/3.*remaining ε = 1/2 "):
+        submit("2/3")
+    submit("1/2")  # exactly the rest
+    with pytest.raises(BudgetExceeded, match=r"asks ε = 1/1000.*remaining ε = 0 "):
+        submit("1/1000")
+    st = _cohort_budget(cohort_box)
+    assert (st.epsilon_held, st.epsilon_spent, st.delta_held) == (2001, 0, 0)
+    cohort_box.reject(jobs[2]["id"], user="swj_steward", reason="测试")  # returned: 1/2 free
+    assert _cohort_budget(cohort_box).epsilon_held == Fraction(4001, 2)
+    submit("1/2")
+    with pytest.raises(BudgetExceeded):
+        submit("1/1000")
+    # psi_sum reveals share the (requester, dataset) budget
+    with pytest.raises(BudgetExceeded, match=r"remaining ε = 0 "):
+        cohort_box.submit(
+            cohort_spec(
+                {
+                    "name": "psi_sum",
+                    "params": {**PSI_PARAMS, "phase": "reveal", "join_job": "B" * 22,
+                               "epsilon": "1/1000"},
+                },
+                {"request": _fake_unmask(tmp_path)},
+            ),
+            user="bank",
+        )  # fmt: skip
+
+
+def _units_table() -> tuple[pa.Table, pa.Array]:
+    """Crafted rows (storage order): unit A pays 1,300,000.00 元 in 福田区 (above the bound);
+    B −50.00 (a net refund); C 100.00 in 南山区 first, then 12.34 in 福田区; D has no value; a row
+    without a unit."""
+    rows = [
+        ("C", "南山区", "100.00"),
+        ("A", "福田区", "600000.00"),
+        ("B", "福田区", "-30.00"),
+        ("A", "福田区", "700000.00"),
+        ("C", "福田区", "12.34"),
+        ("B", "福田区", "-20.00"),
+        ("D", "福田区", None),
+        (None, "福田区", "5.00"),
+    ]
+    units, district, paid = zip(*rows, strict=True)
+    table = pa.table(
+        {
+            "district": pa.array(district, pa.string()),
+            "tax_paid": pa.array(
+                [None if v is None else Decimal(v) for v in paid], pa.decimal128(18, 2)
+            ),
+        }
+    )
+    return table, pa.array(units, pa.string())
+
+
+@pytest.mark.parametrize(
+    ("kw", "keys_", "counts", "sums", "suppressed", "dropped"),
+    [
+        pytest.param(  # C keeps its first group (南山区: its first row); A exactly the bound
+            {"max_groups": 1}, [["南山区"], ["福田区"]], [1, 2], [10_000, 10**8 - 1_000], 0, 1,
+            id="first-group-per-unit",
+        ),
+        pytest.param(
+            {"max_groups": 2}, [["南山区"], ["福田区"]], [1, 3], [10_000, 10**8 - 1_000 + 1_234],
+            0, 0, id="two-groups-per-unit",
+        ),
+        pytest.param(
+            {"max_groups": 1, "min_units": 2}, [["福田区"]], [2], [10**8 - 1_000], 1, 1,
+            id="k-suppression-counts-units",
+        ),
+        pytest.param(  # the public domain: every key, rows outside it dropped before bounding
+            {"max_groups": 1, "domain": (("福田区", "罗湖区"),), "min_units": 99},
+            [["福田区"], ["罗湖区"]], [3, 0], [10**8 - 1_000 + 1_234, 0], 0, 0,
+            id="public-domain",
+        ),
+        pytest.param(  # no group-by: one cell per unit, C's rows summed (112.34)
+            {"max_groups": 1, "group_by": []}, [[]], [3], [10**8 - 1_000 + 11_234], 0, 0,
+            id="no-group-by",
+        ),
+    ],
+)  # fmt: skip
+def test_bounded_totals_clamp_each_unit_before_noise(kw, keys_, counts, sums, suppressed, dropped):
+    """The seam of the exact values the noise is added to: a unit above the bound contributes
+    exactly the bound (A: 1.3·10^8 fen → 10^8), one below it exactly the lower bound (B: −5,000
+    fen → −1,000)."""
+    from sandbox._he import bounded_totals
+
+    table, units = _units_table()
+    args = {"group_by": ["district"], "min_units": 0, **kw}
+    bt = bounded_totals(
+        table,
+        units,
+        value_column="tax_paid",
+        value_scale=2,
+        bounds=(-1_000, 10**8),
+        **args,
+    )
+    assert bt.keys == keys_
+    assert bt.counts.tolist() == counts and bt.sums.tolist() == sums
+    assert (bt.suppressed, bt.dropped_cells) == (suppressed, dropped)
+    assert bt.cell_value.min() >= -1_000 and bt.cell_value.max() <= 10**8
+    assert int(bt.cell_value.sum()) == sum(sums)  # the partials add up to the totals
+
+
+def test_cohort_dp_terms_are_pure_and_scale_is_sensitivity_over_epsilon():
+    from privacy._dp import make_vector_laplace
+    from sandbox._he import CohortDp, HeCohortParams
+
+    def terms(dp: dict, group_by: list[str], eps: str = "3/4") -> CohortDp:
+        contract = he_contract({**COHORT_POLICY, "dp": {**HE_DP, **dp}})
+        params = HeCohortParams(
+            phase="sum", column="taxpayer_id", max_items=100, offer_job="A" * 22,
+            value_column="tax_paid", group_by=group_by, public_key="{}", epsilon=eps,
+        )  # fmt: skip
+        return CohortDp.build(params, contract)
+
+    two = {"max_contributions": 3, "public_domains": {"district": ["福田区", "南山区"]}}
+    t = terms(two, ["district"])
+    assert (t.max_groups, t.sum_sensitivity, t.count_sensitivity) == (2, 2 * DELTA_FEN, 2)
+    assert (t.epsilon_sum, t.epsilon_count) == (Fraction(3, 8), Fraction(3, 8))
+    assert t.epsilon_sum + t.epsilon_count == t.epsilon == Fraction(3, 4)
+    assert t.domain == (("福田区", "南山区"),)
+    assert terms({"max_contributions": 3}, ["district"]).max_groups == 3  # groups from data
+    assert terms({"max_contributions": 3}, []).max_groups == 1  # one total per unit
+    _, _, doc = t.release(np.zeros(2, np.int64), np.zeros(2, np.int64))
+    want = float(Fraction(2 * DELTA_FEN) / Fraction(3, 8))  # sensitivity / ε_sum
+    assert doc["sum"]["scale"] == make_vector_laplace(2 * DELTA_FEN, Fraction(3, 8))[1]
+    assert doc["scale"] == doc["sum"]["scale"] and abs(doc["scale"] / want - 1) < 1e-12
+    assert abs(doc["count"]["scale"] / float(Fraction(2) / Fraction(3, 8)) - 1) < 1e-12
+    assert doc["ci_halfwidth"] == laplace_accuracy(doc["scale"], 0.95)
+    assert (doc["epsilon"], doc["sum"]["epsilon"], doc["count"]["epsilon"], doc["delta"]) == (
+        "3/4",
+        "3/8",
+        "3/8",
+        "0",
+    )
+    with pytest.raises(PolicyRefused, match="above the per-query maximum"):
+        terms({}, [], eps="1001")
+
+
+@pytest.mark.parametrize(
+    "domain", [None, ["南山区", "福田区", "盐田区", "罗湖区"]], ids=["data-groups", "public-domain"]
+)
+def test_he_cohort_dp_totals_near_the_clamped_totals_and_charged(
+    box, settings, tmp_path, ids, keys, domain
+):
+    """ε = 1000 (the test policy's per-query maximum): ε_sum = 500, scale 2·10^5 fen, so the
+    decrypted totals sit within 30 scales of the clamped exact totals — far closer than the
+    unclamped totals are; counts (scale 1/500) are the exact numbers of units."""
+    pk, sk = keys
+    code = "SWJ-H010"
+    dp = {**HE_DP, **({"public_domains": {"district": domain}} if domain else {})}
+    contract = he_contract({**COHORT_POLICY, "dp": dp}, code=code, name="tax_cohort_dp")
+    table = he_table(ids)
+    publish_dataset(settings, contract, table)
+    members = ids[:40] + ids[-1:]  # 20 units each in 福田区/南山区, 1 in 盐田区
+    _, job, _ = run_cohort(
+        box, tmp_path, members + valid_usccs(6, seed=77), pk, code=code, epsilon="1000"
+    )
+    assert job["state"] == "succeeded", job["reason"]
+    summary = job["result"]["summary"]
+    assert summary["cohort"] == 41 and summary["partitions"] == 2
+    assert (summary["epsilon"], summary["delta"], summary["mechanism"]) == (
+        "1000",
+        "0",
+        "discrete_laplace",
+    )
+    assert summary["sensitivity"] == DELTA_FEN and summary["scale"] == DELTA_FEN / 500
+    assert summary["count_sensitivity"] == 1
+    assert summary["groups_from"] == ("public_domain" if domain else "data")
+    data = box.result(job["id"], user="bank").data
+    out = decrypt_he_sum(data, sk)
+    totals = per_id_fen(table)
+    district = dict(
+        zip(table["taxpayer_id"].to_pylist(), table["district"].to_pylist(), strict=True)
+    )
+    exact: dict[str, list[int]] = {}
+    for x in members:
+        n, c, raw = exact.get(district[x], [0, 0, 0])
+        exact[district[x]] = [n + 1, c + clamped_fen(totals[x]), raw + totals[x]]
+    tol = 30 * DELTA_FEN / 500
+    assert max(abs(raw - c) for _, c, raw in exact.values()) > 10 * tol  # clamping shows
+    if domain:
+        assert [r[0] for r in out["rows"]] == domain and out["suppressed_groups"] == 0
+        exact["罗湖区"] = [0, 0, 0]
+    else:  # 盐田区 (1 unit < k = 10) suppressed
+        assert [r[0] for r in out["rows"]] == ["南山区", "福田区"]
+        assert out["suppressed_groups"] == 1 and "盐田区" not in data.decode()
+    for d, n, total in out["rows"]:
+        assert n == exact[d][0]
+        assert abs(total - exact[d][1]) <= tol
+    assert out["dp"]["scale"] == DELTA_FEN / 500 and out["dp"]["bounds"] == [0, DELTA_FEN]
+    st = _cohort_budget(box, code)
+    assert (st.epsilon_spent, st.epsilon_held) == (1000, 0)  # spent at release
 
 
 # --- the key stock (docs/he.md "Key stock"): single-use packs claimed by psi_sum joins -------------
@@ -933,6 +1237,7 @@ def test_he_cohort_through_the_client_cli(cohort_box, tmp_path, ids, keys):
         "offer_job": offer["id"],
         "value_column": "tax_paid",
         "public_key": pk.to_json(),
+        "epsilon": "1000",  # the contract declares sandbox.dp: noisy totals
     }
     job = run_approved(
         cohort_box,
@@ -940,16 +1245,36 @@ def test_he_cohort_through_the_client_cli(cohort_box, tmp_path, ids, keys):
     )
     assert job["state"] == "succeeded", job["reason"]
     assert job["result"]["summary"]["cohort"] == 14
-    out = decrypt_he_sum(cohort_box.result(job["id"], user="bank").data, sk)
-    table = he_table(ids)
-    expected = sum(
-        fen(v)
-        for x, v in zip(
-            table["taxpayer_id"].to_pylist(), table["tax_paid"].to_pylist(), strict=True
-        )
-        if x in ids[:14]
+    data = cohort_box.result(job["id"], user="bank").data
+    (tmp_path / "r.json").write_bytes(data)
+    sk.save(tmp_path / "sk.json")
+    out = decrypt_he_sum(data, sk)
+    totals = per_id_fen(he_table(ids))
+    expected = sum(clamped_fen(totals[x]) for x in ids[:14])  # no group-by: one cell per unit
+    ((n, total),) = out["rows"]
+    assert n == 14  # privacy units; noise scale 1/500 (P(n ≠ 14) ≈ 10^-217)
+    assert abs(total - expected) <= 30 * DELTA_FEN / 500  # ε_sum = 500: scale 2·10^5 fen
+    res = runner.invoke(
+        client_app,
+        ["decrypt", "--result", str(tmp_path / "r.json"), "--key", str(tmp_path / "sk.json"),
+         "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["rows"] == out["rows"]
+    assert (doc["dp"]["epsilon"], doc["dp"]["sum"]["epsilon"], doc["dp"]["scale"]) == (
+        "1000",
+        "500",
+        DELTA_FEN / 500,
     )
-    assert out["rows"] == [[28, expected]]
+    text = runner.invoke(
+        client_app,
+        ["decrypt", "--result", str(tmp_path / "r.json"), "--key", str(tmp_path / "sk.json")],
+    ).stdout
+    assert "ε = 1000 (sums 500, counts 500)" in text and "δ = 0" in text
+    assert f"sum ± {doc['dp']['ci_halfwidth']} (95% per group" in text
+    assert f"n ± {doc['dp']['count']['ci_halfwidth']} (95% per group" in text
+    assert doc["dp"]["groups_from"] == "none"
     bad = runner.invoke(
         client_app,
         ["he-cohort", "reply", "--result", str(tmp_path / "J.bin"), "--state", str(state),
