@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -157,6 +157,100 @@ def _epsilon_text(v: Any) -> str | None:
 
 
 # --- psi_sum --------------------------------------------------------------------------------------
+class _EpsilonHooks:
+    """Ledger hooks of a computation one of whose phases spends ε (psi_sum's reveal, an
+    he_cohort sum under ``sandbox.dp``), called by the service in its transactions: reserve at
+    submit, draw at run start, spend at release, return on abandon (``sandbox._ledger``; the
+    same life cycle as ``dp_query``, docs/dp.md). Subclasses set :attr:`STATISTIC` and
+    :meth:`spends_epsilon`.
+    """
+
+    STATISTIC: ClassVar[str]
+
+    @classmethod
+    def spends_epsilon(cls, params: Any, contract: Contract) -> bool:
+        """Whether this job spends ``params.epsilon``; raises PolicyRefused on bad DP terms."""
+        raise NotImplementedError
+
+    @classmethod
+    def on_submit(
+        cls,
+        s: Any,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Contract,
+        params: Any,
+        now: Any = None,
+    ) -> Any:
+        """Reserve ε (δ = 0) on the (requester, dataset) DP ledger; None when nothing is spent.
+
+        Raises:
+            BudgetExceeded: with the remaining budget. PolicyRefused: the DP terms.
+        """
+        from sandbox._dp import MECHANISM_LAPLACE, dp_policy
+        from sandbox._ledger import reserve
+
+        if not cls.spends_epsilon(params, contract):
+            return None
+        dp = dp_policy(contract)
+        assert dp is not None and params.epsilon is not None
+        return reserve(
+            s,
+            job_id=job_id,
+            requester=requester,
+            dataset=contract.code,
+            epsilon=Fraction(params.epsilon),
+            delta=Fraction(0),
+            epsilon_cap=dp.epsilon_cap_q,
+            delta_cap=dp.delta_cap_q,
+            mechanism=MECHANISM_LAPLACE,
+            statistic=cls.STATISTIC,
+            now=now,
+        )
+
+    @classmethod
+    def on_run_start(
+        cls,
+        s: Any,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Contract,
+        params: Any,
+        now: Any = None,
+    ) -> Any:
+        """At run start the reservation becomes ``drawn`` (a re-run of a failed job reserves
+        anew first).
+
+        Raises:
+            BudgetExceeded: a re-run no longer fits the budget. PolicyRefused: as at submit.
+        """
+        from sandbox._ledger import _open, mark_drawn
+
+        if not cls.spends_epsilon(params, contract):
+            return None
+        if _open(s, job_id, "reserved") is None:
+            cls.on_submit(
+                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
+            )
+        return mark_drawn(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_release(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
+        """In the release transaction: ``drawn`` → ``spent`` (no entry: no-op)."""
+        from sandbox._ledger import commit_spend
+
+        return commit_spend(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_abandon(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
+        """Rejected / cancelled / expired: an unused reservation is returned."""
+        from sandbox._ledger import return_reservation
+
+        return return_reservation(s, job_id=job_id, now=now)
+
+
 class PsiSumParams(BaseModel):
     """Params of ``psi_sum``.
 
@@ -197,7 +291,7 @@ class PsiSumParams(BaseModel):
 
 
 @register_computation
-class PsiSum(Computation):
+class PsiSum(_EpsilonHooks, Computation):
     """Private intersection-sum-with-cardinality (隐私求交求和), department side (docs/he.md)."""
 
     name = "psi_sum"
@@ -411,88 +505,22 @@ class PsiSum(Computation):
             },
         )
 
-    # --- ledger hooks: the reveal phase spends ε (called by the service in its transactions) --
+    # --- ledger hooks (_EpsilonHooks): the reveal phase spends ε ------------------------------
+    STATISTIC: ClassVar[str] = "psi_sum"
+
     @classmethod
-    def on_submit(
-        cls,
-        s: Any,
-        *,
-        job_id: str,
-        requester: str,
-        contract: Contract,
-        params: PsiSumParams,
-        now: Any = None,
-    ) -> Any:
-        """Reveal phase: reserve ε (δ = 0) on the (requester, dataset) DP ledger at submit.
-        The join phase spends nothing (its output is encrypted under the department's key).
+    def spends_epsilon(cls, params: PsiSumParams, contract: Contract) -> bool:
+        """The reveal phase spends ε; the join spends nothing (it releases ciphertexts only).
 
         Raises:
-            BudgetExceeded: with the remaining budget. PolicyRefused: no dp block, bounds, ε.
+            PolicyRefused: no privacy unit, dp block, bounds or ε (:func:`_dp_reasons`).
         """
-        from sandbox._dp import MECHANISM_LAPLACE, dp_policy
-        from sandbox._ledger import reserve
-
         if params.phase != "reveal":
-            return None
+            return False
         reasons = _dp_reasons(params, contract)
         if reasons:
             raise PolicyRefused(reasons)
-        dp = dp_policy(contract)
-        assert dp is not None and params.epsilon is not None
-        return reserve(
-            s,
-            job_id=job_id,
-            requester=requester,
-            dataset=contract.code,
-            epsilon=Fraction(params.epsilon),
-            delta=Fraction(0),
-            epsilon_cap=dp.epsilon_cap_q,
-            delta_cap=dp.delta_cap_q,
-            mechanism=MECHANISM_LAPLACE,
-            statistic="psi_sum",
-            now=now,
-        )
-
-    @classmethod
-    def on_run_start(
-        cls,
-        s: Any,
-        *,
-        job_id: str,
-        requester: str,
-        contract: Contract,
-        params: PsiSumParams,
-        now: Any = None,
-    ) -> Any:
-        """Reveal phase, at run start: the reservation becomes ``drawn`` (a re-run of a failed
-        reveal reserves anew first).
-
-        Raises:
-            BudgetExceeded: a re-run no longer fits the budget.
-        """
-        from sandbox._ledger import _open, mark_drawn
-
-        if params.phase != "reveal":
-            return None
-        if _open(s, job_id, "reserved") is None:
-            cls.on_submit(
-                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
-            )
-        return mark_drawn(s, job_id=job_id, now=now)
-
-    @classmethod
-    def on_release(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
-        """In the release transaction: ``drawn`` → ``spent`` (no entry for a join: no-op)."""
-        from sandbox._ledger import commit_spend
-
-        return commit_spend(s, job_id=job_id, now=now)
-
-    @classmethod
-    def on_abandon(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
-        """Rejected / cancelled / expired: an unused reservation is returned."""
-        from sandbox._ledger import return_reservation
-
-        return return_reservation(s, job_id=job_id, now=now)
+        return True
 
 
 def _dp_reasons(params: PsiSumParams, contract: Contract) -> list[str]:
@@ -1128,7 +1156,7 @@ class CohortClient:
 
 
 @register_computation
-class HeCohort(Computation):
+class HeCohort(_EpsilonHooks, Computation):
     """Encrypted totals over a private cohort (隐私群体密文求和), two jobs (docs/he.md).
 
     Job 1 (``offer``) re-blinds the requester's set ``H(x)^a`` to ``Z = {H(x)^(ab)}`` (kept in
@@ -1368,98 +1396,25 @@ class HeCohort(Computation):
             raise RunError(f"he_cohort sum refused: {exc}") from exc
         return _noisy_cohort_totals(ctx, ctx.table.filter(mask), canon.filter(mask), p, extra)
 
-    # --- ledger hooks: a sum phase under sandbox.dp spends ε (as psi_sum's reveal) -----------
+    # --- ledger hooks (_EpsilonHooks): a sum phase under sandbox.dp spends ε -------------------
+    STATISTIC: ClassVar[str] = "he_cohort"
+
     @classmethod
-    def on_submit(
-        cls,
-        s: Any,
-        *,
-        job_id: str,
-        requester: str,
-        contract: Contract,
-        params: HeCohortParams,
-        now: Any = None,
-    ) -> Any:
-        """Sum phase on a contract with ``sandbox.dp``: reserve ε (δ = 0) on the (requester,
-        dataset) DP ledger at submit. The offer phase, and a sum on a contract without
-        ``sandbox.dp`` (exact totals, docs/he.md), reserve nothing.
+    def spends_epsilon(cls, params: HeCohortParams, contract: Contract) -> bool:
+        """A sum phase on a contract with ``sandbox.dp`` spends ε; the offer phase and a sum
+        without ``sandbox.dp`` (exact totals, docs/he.md) spend nothing. Checked at submit and
+        again at run start, so a ``sandbox.dp`` block added after submit refuses an exact sum.
 
         Raises:
-            BudgetExceeded: with the remaining budget. PolicyRefused: ε missing, above the
-                per-query maximum, no bounds or privacy unit, ε without a ``sandbox.dp`` block.
+            PolicyRefused: ε missing, above the per-query maximum, no bounds or privacy unit,
+                ε without a ``sandbox.dp`` block (:func:`_cohort_dp_reasons`).
         """
-        from sandbox._dp import MECHANISM_LAPLACE, dp_policy
-        from sandbox._ledger import reserve
-
         if params.phase != "sum":
-            return None
+            return False
         reasons = _cohort_dp_reasons(params, contract)
         if reasons:
             raise PolicyRefused(reasons)
-        dp = dp_policy(contract)
-        if dp is None:
-            return None
-        assert params.epsilon is not None
-        return reserve(
-            s,
-            job_id=job_id,
-            requester=requester,
-            dataset=contract.code,
-            epsilon=Fraction(params.epsilon),
-            delta=Fraction(0),
-            epsilon_cap=dp.epsilon_cap_q,
-            delta_cap=dp.delta_cap_q,
-            mechanism=MECHANISM_LAPLACE,
-            statistic="he_cohort",
-            now=now,
-        )
-
-    @classmethod
-    def on_run_start(
-        cls,
-        s: Any,
-        *,
-        job_id: str,
-        requester: str,
-        contract: Contract,
-        params: HeCohortParams,
-        now: Any = None,
-    ) -> Any:
-        """Sum phase under ``sandbox.dp``, at run start: the reservation becomes ``drawn`` (a
-        re-run of a failed sum reserves anew first). The DP terms are checked again against the
-        contract of the run (a ``sandbox.dp`` block added after submit refuses an exact sum).
-
-        Raises:
-            BudgetExceeded: a re-run no longer fits the budget. PolicyRefused: as at submit.
-        """
-        from sandbox._ledger import _open, mark_drawn
-
-        if params.phase != "sum":
-            return None
-        reasons = _cohort_dp_reasons(params, contract)
-        if reasons:
-            raise PolicyRefused(reasons)
-        if params.epsilon is None:
-            return None  # no sandbox.dp block: exact totals, nothing charged
-        if _open(s, job_id, "reserved") is None:
-            cls.on_submit(
-                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
-            )
-        return mark_drawn(s, job_id=job_id, now=now)
-
-    @classmethod
-    def on_release(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
-        """In the release transaction: ``drawn`` → ``spent`` (no entry: no-op)."""
-        from sandbox._ledger import commit_spend
-
-        return commit_spend(s, job_id=job_id, now=now)
-
-    @classmethod
-    def on_abandon(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
-        """Rejected / cancelled / expired: an unused reservation is returned."""
-        from sandbox._ledger import return_reservation
-
-        return return_reservation(s, job_id=job_id, now=now)
+        return params.epsilon is not None
 
 
 # --- he_cohort under sandbox.dp: bounded, noisy group totals (docs/he.md "Cohorts ... DP") -----

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -284,13 +284,42 @@ def psi_sum_request_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Blind the identifiers (H(x)^a) for a psi_sum join job."""
-    try:
-        from privacy._blind import PiSumClient
+    from privacy._blind import PiSumClient
 
-        client, request, rejected = PiSumClient.create(
-            _read_ids(ids, column), element=element, processes=2
-        )
-        out.write_bytes(request.to_bytes())
+    _blinded_request(
+        lambda items: _to_bytes(PiSumClient.create(items, element=element, processes=2)),
+        ids, column, out, state, as_json, what="join request", job="psi_sum with phase: join",
+    )  # fmt: skip
+
+
+def _to_bytes(created: tuple[Any, Any, list[Any]]) -> tuple[Any, bytes, list[Any]]:
+    client, request, rejected = created
+    return client, request.to_bytes(), rejected
+
+
+def _blinded_request(
+    create: Any,
+    ids: Path,
+    column: str,
+    out: Path,
+    state: Path,
+    as_json: bool,
+    *,
+    what: str,
+    job: str,
+) -> None:
+    """Shared body of ``psi-sum request`` and ``he-cohort request``: read the identifiers,
+    ``create(items) -> (client, request bytes, rejected)``, write the request and the 0600
+    state, print what to submit next."""
+    try:
+        client, request, rejected = create(_read_ids(ids, column))
+        if client.items == 0:
+            first = f"; first: row {rejected[0][0] + 2}: {rejected[0][1]}" if rejected else ""
+            fail(
+                f"{ids}: no valid identifier in column {column!r} ({len(rejected)} rejected"
+                f"{first}); nothing written (没有有效标识)"
+            )
+        out.write_bytes(request)
         client.save(state)
     except GovdxError as exc:
         fail(exc)
@@ -304,8 +333,8 @@ def psi_sum_request_command(
         print_json(doc)
     else:
         console.print(
-            f"join request with {client.items} items written to {out} ({len(rejected)} rejected); "
-            f"submit psi_sum with phase: join, max_items ≥ {client.items}"
+            f"{what} with {client.items} items written to {out} ({len(rejected)} rejected); "
+            f"submit {job}, max_items ≥ {client.items}"
         )
 
 
@@ -400,29 +429,12 @@ def he_cohort_request_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Blind the identifiers (H(x)^a) for an he_cohort offer job (phase: offer)."""
-    try:
-        from sandbox._he import CohortClient
+    from sandbox._he import CohortClient
 
-        client, request, rejected = CohortClient.create(
-            _read_ids(ids, column), element=element, processes=2
-        )
-        out.write_bytes(request)
-        client.save(state)
-    except GovdxError as exc:
-        fail(exc)
-    doc = {
-        "request": str(out),
-        "state": str(state),
-        "items": client.items,
-        "rejected": len(rejected),
-    }
-    if as_json:
-        print_json(doc)
-    else:
-        console.print(
-            f"he_cohort request with {client.items} items written to {out} ({len(rejected)} "
-            f"rejected); submit he_cohort with phase: offer, max_items ≥ {client.items}"
-        )
+    _blinded_request(
+        lambda items: CohortClient.create(items, element=element, processes=2),
+        ids, column, out, state, as_json, what="he_cohort request", job="he_cohort with phase: offer",
+    )  # fmt: skip
 
 
 @he_cohort_app.command("reply")

@@ -178,3 +178,17 @@ def test_he_stock_make_and_list_with_roles(home, ids):
     assert json.loads(cli("audit", "verify", "--json").output)["ok"] is True
     text = cli("sandbox", "he-stock", "list", user="st").output
     assert made[0]["pack_id"][:12] in text and "2048" in text
+
+
+@pytest.mark.parametrize("app_name", ["psi-sum", "he-cohort"])
+def test_blinded_request_without_a_valid_identifier_is_refused(tmp_path, app_name):
+    ids_csv = tmp_path / "ids.csv"
+    ids_csv.write_text("uscc\n91350100M000100Y3Y\n\nbad\n", encoding="utf-8")
+    out, state = tmp_path / "j.bin", tmp_path / "s.json"
+    res = cli(
+        "client", app_name, "request", "--ids", str(ids_csv), "--column", "uscc",
+        "--out", str(out), "--state", str(state), ok=False,
+    )  # fmt: skip
+    assert res.exit_code == 1
+    assert "no valid identifier in column 'uscc' (2 rejected; first: row 2:" in res.output
+    assert not out.exists() and not state.exists()
