@@ -124,6 +124,7 @@ import struct as _struct  # noqa: E402
 from dataclasses import dataclass as _dataclass  # noqa: E402
 from pathlib import Path as _Path  # noqa: E402
 from typing import Any as _Any  # noqa: E402
+from typing import ClassVar as _ClassVar  # noqa: E402
 
 PISUM_FORMAT_VERSION = 1
 """Version byte of the PI-Sum messages (docs/he.md)."""
@@ -271,7 +272,53 @@ class JoinResponse:
         )
 
 
-class PiSumClient:
+class ClientState:
+    """A requester-side protocol state kept between steps on the requester's machine: a JSON
+    document (``format`` = :attr:`FORMAT`) holding secrets (blinding key, mask), written 0600.
+    Base of :class:`PiSumClient` and ``sandbox._he.CohortClient``.
+    """
+
+    FORMAT: _ClassVar[str]
+    WHAT: _ClassVar[str]
+
+    def __init__(self, state: dict[str, _Any]) -> None:
+        self._s = dict(state)
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        return f"{kind}(items={self._s.get('items')}, element={self._s.get('element')!r})"
+
+    @property
+    def items(self) -> int:
+        """Distinct identifiers in the request."""
+        return int(self._s["items"])
+
+    def save(self, path: str | _os.PathLike[str]) -> _Path:
+        """Write the state as JSON, mode 0600 (it holds the secrets). Raises PsiError."""
+        p = _Path(path)
+        try:
+            fd = _os.open(p, _os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC, 0o600)
+            with _os.fdopen(fd, "w", encoding="utf-8") as fh:
+                _os.fchmod(fh.fileno(), 0o600)
+                _json.dump(self._s, fh)
+        except OSError as exc:
+            raise PsiError(f"{p}: cannot write the {self.WHAT} state: {exc.strerror}") from exc
+        return p
+
+    @classmethod
+    def load(cls, path: str | _os.PathLike[str]) -> _Any:
+        """Read a state written by :meth:`save`. Raises PsiError (unreadable, another format)."""
+        p = _Path(path)
+        try:
+            doc = _json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PsiError(f"{p}: cannot read the {cls.WHAT} state: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != cls.FORMAT:
+            raise PsiError(f"{p}: not a govdx {cls.WHAT} client state")
+        return cls(doc)
+
+
+class PiSumClient(ClientState):
     """The requester's side of private intersection-sum (on the requester's machine).
 
     ``create`` → send :class:`JoinRequest`; ``finish`` the :class:`JoinResponse` → the
@@ -279,15 +326,8 @@ class PiSumClient:
     (blinding key ``a``, mask ``ρ``) is saved with :meth:`save` (0600) between steps.
     """
 
-    def __init__(self, state: dict[str, _Any]) -> None:
-        self._s = dict(state)
-
-    def __repr__(self) -> str:
-        return f"PiSumClient(items={self._s.get('items')}, element={self._s.get('element')!r})"
-
-    @property
-    def items(self) -> int:
-        return int(self._s["items"])
+    FORMAT = _SESSION
+    WHAT = "PSI-sum"
 
     @property
     def cardinality(self) -> int | None:
@@ -390,30 +430,6 @@ class PiSumClient:
         if abs(total) >= max(1, int(self._s["cardinality"])) << 63:
             raise HeDecryptionError("PSI-sum: sum out of range — tampered or wrong key (结果越界)")
         return total
-
-    def save(self, path: str | _os.PathLike[str]) -> _Path:
-        """Write the state as JSON, mode 0600 (holds the blinding key and the mask)."""
-        p = _Path(path)
-        try:
-            fd = _os.open(p, _os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC, 0o600)
-            with _os.fdopen(fd, "w", encoding="utf-8") as fh:
-                _os.fchmod(fh.fileno(), 0o600)
-                _json.dump(self._s, fh)
-        except OSError as exc:
-            raise PsiError(f"{p}: cannot write the PSI-sum state: {exc.strerror}") from exc
-        return p
-
-    @classmethod
-    def load(cls, path: str | _os.PathLike[str]) -> PiSumClient:
-        """Read a state written by :meth:`save`. Raises PsiError."""
-        p = _Path(path)
-        try:
-            doc = _json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise PsiError(f"{p}: cannot read the PSI-sum state: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("format") != _SESSION:
-            raise PsiError(f"{p}: not a govdx PSI-sum client state")
-        return cls(doc)
 
 
 def pisum_join(

@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from govdx._contract import Contract
 from govdx._errors import GovdxError
+from privacy._blind import ClientState
 from sandbox._computations import (
     Computation,
     Output,
@@ -1053,23 +1054,15 @@ def cohort_reply(offer: bytes, key: bytes, *, processes: int = 1) -> bytes:
 COHORT_SESSION = "govdx-he-cohort-client-session"
 
 
-class CohortClient:
+class CohortClient(ClientState):
     """The requester's side of ``he_cohort`` (on its own machine; mirrors
     ``privacy._blind.PiSumClient``): :meth:`create` blinds its identifiers into the offer job's
     request ``J``; :meth:`reply` turns the offer ``C`` into the sum job's request ``D``
     (:func:`cohort_reply`). The state (blinding key ``a``) is saved with :meth:`save` (0600).
     """
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        self._s = dict(state)
-
-    def __repr__(self) -> str:
-        return f"CohortClient(items={self._s.get('items')}, element={self._s.get('element')!r})"
-
-    @property
-    def items(self) -> int:
-        """Distinct identifiers in the request."""
-        return int(self._s["items"])
+    FORMAT = COHORT_SESSION
+    WHAT = "he_cohort"
 
     @classmethod
     def create(
@@ -1121,38 +1114,6 @@ class CohortClient:
         header, _ = pisum_unpack(data, KIND_COHORT_REPLY, "he_cohort reply")
         self._s.update(offer_sm3=header.get("offer_sm3"), offered=header.get("items"))
         return data
-
-    def save(self, path: str | os.PathLike[str]) -> Any:
-        """Write the state as JSON, mode 0600 (holds the blinding key). Raises privacy.PsiError."""
-        from pathlib import Path
-
-        from privacy._blind import PsiError
-
-        p = Path(path)
-        try:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                json.dump(self._s, fh)
-        except OSError as exc:
-            raise PsiError(f"{p}: cannot write the he_cohort state: {exc.strerror}") from exc
-        return p
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CohortClient:
-        """Read a state written by :meth:`save`. Raises privacy.PsiError."""
-        from pathlib import Path
-
-        from privacy._blind import PsiError
-
-        p = Path(path)
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise PsiError(f"{p}: cannot read the he_cohort state: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("format") != COHORT_SESSION:
-            raise PsiError(f"{p}: not a govdx he_cohort client state")
-        return cls(doc)
 
 
 @register_computation
