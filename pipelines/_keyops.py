@@ -2,17 +2,17 @@
 
 - :func:`rotate_kek` re-wraps every data key under a new master key without touching data
   (crash-safe: the new KEK is written to ``kek.key.next`` first and only replaces ``kek.key``
-  after every DEK is re-wrapped; a re-run resumes).
+  after every DEK is re-wrapped; a re-run resumes; the whole rotation holds the keys lock).
 - :func:`rotate_dataset_key` writes a new table version whose protected columns are encrypted
-  under a fresh DEK (old versions stay readable under their old key ids).
+  under a fresh DEK (old versions stay readable under their old key ids); a version without
+  encrypted columns has nothing to rotate.
 - :func:`encryption_coverage` measures what the security report needs: the share of protected
   fields (sensitive PI or core/important grade) that the current version stores encrypted.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
@@ -20,13 +20,22 @@ import pyarrow as pa
 from govdx import Contract, Settings
 from pipelines._lakehouse import CommitResult, Lakehouse
 from pipelines._protect import CIPHER_META, KEY_META
-from privacy import KeyConfigError, LocalKms, decrypt_column, encrypt_column, keyring_from_settings
-
-NEXT_SUFFIX = ".next"
+from privacy import KeyConfigError, Kms, decrypt_column, encrypt_column, keyring_from_settings
 
 
-def rotate_kek(settings: Settings, *, audit=None) -> dict:
+def rotate_kek(settings: Settings, *, audit=None, retired: Sequence[Kms] = ()) -> dict:
     """Rotate the master key (KEK) kept in ``<home>/keys/kek.key``.
+
+    The whole rotation (choose or resume ``kek.key.next``, re-wrap every DEK and the token
+    master, install the new ``kek.key``) runs under the keys lock (``keys/.lock``), so dataset
+    rotations and ingestions in other processes wait for it and then wrap under the new KEK
+    (:meth:`privacy.Keyring.rotate_kek_file`). Two rotations at once run one after the other.
+
+    Args:
+        settings: the deployment's settings (the KEK must come from the key file).
+        audit: optional ``(event, details)`` callback (``key.rewrap``, ``kek.rotate``).
+        retired: KMSs of older KEKs restored from backup (``--old-kek``), to repair keys that a
+            concurrent rotation left wrapped under a retired KEK before this was fixed.
 
     Returns:
         ``{"rewrapped": int, "old_kek_id": str, "new_kek_id": str}``.
@@ -35,38 +44,37 @@ def rotate_kek(settings: Settings, *, audit=None) -> dict:
         KeyConfigError: the KEK comes from ``GOVDX_KEK_HEX`` (rotate it in your secret store:
             run with the old value, then ``rewrap`` to the new one is not possible from here),
             or the key file is unreadable.
+        KeyManagementError: a key is wrapped under a KEK that is neither installed, pending nor
+            in ``retired``; nothing is rewritten and the message names the keys and the fix.
     """
     if settings.kek_hex:
         raise KeyConfigError(
             "the KEK comes from GOVDX_KEK_HEX: rotate it in the secret store that provides it "
             "(主密钥由环境变量提供，请在密钥管理系统中轮换)"
         )
-    path = settings.keys_dir / "kek.key"
-    nxt = path.with_name(path.name + NEXT_SUFFIX)
     keyring = keyring_from_settings(settings, audit=audit)
-    old_id = keyring.kms.kek_id
-    if nxt.exists():  # an interrupted rotation: resume with the key it already chose
-        new_kms = LocalKms.from_file(nxt)
-    else:
-        fd = os.open(nxt, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(16) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        new_kms = LocalKms.from_file(nxt)
-    count = keyring.rewrap(new_kms)
-    os.replace(nxt, path)
+    out = keyring.rotate_kek_file(retired=retired)
     if audit:
         audit(
-            "kek.rotate", {"old_kek_id": old_id, "new_kek_id": new_kms.kek_id, "rewrapped": count}
+            "kek.rotate",
+            {
+                "old_kek_id": out["old_kek_id"],
+                "new_kek_id": out["new_kek_id"],
+                "rewrapped": out["rewrapped"],
+            },
         )
-    return {"rewrapped": count, "old_kek_id": old_id, "new_kek_id": new_kms.kek_id}
+    return out
 
 
 def rotate_dataset_key(
     contract: Contract, *, settings: Settings, version: int, run_id: str, digest: str, audit=None
-) -> tuple[CommitResult, str]:
+) -> tuple[CommitResult | None, str | None]:
     """Re-encrypt a dataset's protected columns under a new DEK as a new table version.
+
+    The new DEK is created (under the keys lock, wrapped under the KEK installed at that moment)
+    only once the version is known to hold SM4 columns. The caller serialises writers of the
+    table (the CLI holds the home's ``ingest`` lock from reading the catalog version to
+    registering the new one).
 
     Args:
         contract: the dataset's contract (as registered in the catalog).
@@ -76,11 +84,14 @@ def rotate_dataset_key(
         audit: optional ``(event, details)`` callback for key creation and decryptions.
 
     Returns:
-        ``(commit result, new key id)``.
+        ``(commit result, new key id)``, or ``(None, None)`` when ``version`` holds no encrypted
+        column (no protected field): nothing to rotate, no key created, nothing written.
     """
     lake = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
-    keyring = keyring_from_settings(settings, audit=audit)
     table = lake.read(contract.name, version)
+    if not any((f.metadata or {}).get(CIPHER_META) == b"SM4" for f in table.schema):
+        return None, None
+    keyring = keyring_from_settings(settings, audit=audit)
     new_key = keyring.new_data_key(contract.code)
     columns, fields = [], []
     for f in table.schema:
@@ -115,9 +126,10 @@ class Coverage:
     missing: list[str]
 
     @property
-    def ratio(self) -> float:
-        """encrypted ÷ protected; 1.0 when the dataset has no protected field."""
-        return 1.0 if not self.protected else len(self.encrypted) / len(self.protected)
+    def ratio(self) -> float | None:
+        """encrypted ÷ protected (0.0–1.0); None when the dataset has no protected field (0 of 0,
+        no value — the security-coverage report's rule, ``reports.Ratio(0, 0)``)."""
+        return None if not self.protected else len(self.encrypted) / len(self.protected)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ratio": self.ratio}

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from govdx import GovdxError
-from govdx.cli._common import catalog_session, console, fail, get_settings, print_json
+from govdx.cli._common import (
+    catalog_session,
+    console,
+    err_console,
+    fail,
+    get_settings,
+    print_json,
+)
 
 keys_app = typer.Typer(
     help="Keys (密钥): rotate the master key (KEK) or a dataset's data key (DEK); coverage.",
@@ -36,26 +44,42 @@ def rotate(
     user: Annotated[
         str | None, typer.Option(envvar="GOVDX_USER", help="Acting admin (checked, audited).")
     ] = None,
+    old_kek: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--old-kek",
+            help="With --kek: a retired KEK restored from backup (32 hex chars, mode 0600) to "
+            "repair keys still wrapped under it; repeatable.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Rotate keys (密钥轮换). Exactly one of --kek or --dataset CODE.
 
     --kek re-wraps every data key under a fresh master key without touching data (back up the
-    new keys/kek.key afterwards). --dataset CODE writes a new table version whose protected
-    columns are encrypted under a new data key; older versions stay readable.
+    new keys/kek.key afterwards); it holds the keys lock throughout, so rotations and ingestions
+    running at the same time wait for it. --dataset CODE writes a new table version whose
+    protected columns are encrypted under a new data key; older versions stay readable; it
+    waits for ingestions and other rotations of this home. A dataset without encrypted columns
+    has nothing to rotate (no version, no key is written).
 
-    Examples: govdx keys rotate --kek ; govdx keys rotate --dataset SCJG-0001
+    Examples: govdx keys rotate --kek ; govdx keys rotate --dataset SCJG-0001 ;
+    govdx keys rotate --kek --old-kek /backup/kek-2026-10.key
     """
     if kek == (dataset is not None):
         fail("give exactly one of --kek or --dataset CODE")
+    if old_kek and not kek:
+        fail("--old-kek repairs keys during a master-key rotation: use it with --kek")
     settings = get_settings()
     try:
         acting_user(settings, user, roles=("admin",))
         auditor = _auditor(settings)
         if kek:
             from pipelines._keyops import rotate_kek
+            from privacy import LocalKms
 
-            out = rotate_kek(settings, audit=auditor.callback(user, "kek"))
+            retired = [LocalKms.from_file(p) for p in old_kek or []]
+            out = rotate_kek(settings, audit=auditor.callback(user, "kek"), retired=retired)
         else:
             out = _rotate_dataset(settings, dataset, auditor=auditor, user=user)
     except GovdxError as exc:
@@ -68,6 +92,8 @@ def rotate(
             f"master key rotated: {out['rewrapped']} data key(s) re-wrapped, "
             f"{out['old_kek_id']} → {out['new_kek_id']}; back up keys/kek.key now"
         )
+    elif not out["rotated"]:
+        console.print(f"{out['dataset']}: {out['reason']}")
     else:
         console.print(
             f"{out['dataset']}: version {out['version']} re-encrypted under data key "
@@ -76,6 +102,23 @@ def rotate(
 
 
 def _rotate_dataset(settings, code: str, *, auditor, user: str) -> dict:
+    """Re-encrypt ``code``'s current version under a new DEK, holding the home's ``ingest`` lock
+    from reading the catalog's current version to registering the new one (no other ingestion
+    or rotation of the dataset can slip a version in between and be overwritten)."""
+    from govdx._locks import home_lock
+
+    settings.ensure_home()
+    with home_lock(settings.home, "ingest", on_wait=_waiting):
+        return _rotate_dataset_locked(settings, code, auditor=auditor, user=user)
+
+
+def _waiting() -> None:
+    err_console.print(
+        "waiting for another ingestion or key rotation of this home to finish (等待其他任务完成)…"
+    )
+
+
+def _rotate_dataset_locked(settings, code: str, *, auditor, user: str) -> dict:
     import catalog
     from pipelines._ingest import emit_lineage
     from pipelines._keyops import contract_of, rotate_dataset_key
@@ -97,6 +140,19 @@ def _rotate_dataset(settings, code: str, *, auditor, user: str) -> dict:
         digest=digest,
         audit=auditor.callback(user, f"dataset:{code}"),
     )
+    if result is None:
+        return {
+            "dataset": code,
+            "rotated": False,
+            "from_version": base,
+            "version": base,
+            "key_id": None,
+            "reason": (
+                f"nothing to rotate (无需轮换): version {base} holds no encrypted column "
+                f"({len(contract.protected_fields)} protected fields); no new version or data "
+                "key written"
+            ),
+        }
     with catalog_session(settings) as s:
         ds = catalog.get_dataset(session=s, code=code)
         catalog.add_version(
@@ -126,7 +182,13 @@ def _rotate_dataset(settings, code: str, *, auditor, user: str) -> dict:
         f"dataset:{code}",
         {"from_version": base, "to_version": result.version, "key_id": key_id},
     )
-    return {"dataset": code, "from_version": base, "version": result.version, "key_id": key_id}
+    return {
+        "dataset": code,
+        "rotated": True,
+        "from_version": base,
+        "version": result.version,
+        "key_id": key_id,
+    }
 
 
 @keys_app.command("coverage")
@@ -140,13 +202,14 @@ def coverage(
         print_json(rows)
         return
     t = Table("code", "version", "protected", "encrypted", "coverage", "plaintext (must be none)")
+    t.columns[4].no_wrap = True
     for r in rows:
         t.add_row(
             r["code"],
             str(r["version"]),
             str(len(r["protected"])),
             str(len(r["encrypted"])),
-            f"{r['ratio']:.0%}",
+            coverage_text(r),
             ", ".join(r["missing"]),
         )
     console.print(t)
@@ -177,8 +240,23 @@ def acting_user(
     return u
 
 
+def coverage_text(row: dict) -> str:
+    """A coverage row's rate as the security-coverage report writes it (``reports.Ratio``):
+    ``'100.0% (2 of 2)'``; ``'— (0 of 0)'`` without protected fields; no version: said so."""
+    from reports import Ratio
+
+    if row["version"] is None:
+        return "— (no stored version)"
+    return str(Ratio(len(row["encrypted"]), len(row["protected"])))
+
+
 def coverage_rows(settings, code: str | None = None) -> list[dict]:
-    """Coverage of every (or one) catalog entry's current version."""
+    """Coverage of every (or one) catalog entry's current version.
+
+    Returns:
+        one dict per entry: ``code``, ``version`` (int or None), ``protected``, ``encrypted``,
+        ``missing`` (lists of field names) and ``ratio`` (encrypted ÷ protected, None for 0 of 0).
+    """
     import catalog
     from pipelines import Lakehouse
     from pipelines._keyops import contract_of, encryption_coverage
@@ -231,10 +309,13 @@ def publish_command(
     if not withdraw:
         [cov] = coverage_rows(settings, code)
         if cov["version"] is None or cov["missing"]:
-            fail(
-                f"{code}: publication refused (发布被拒绝): encryption coverage "
-                f"{cov['ratio']:.0%} < 100%; plaintext protected fields: {cov['missing'] or 'no version'}"
+            why = (
+                "no stored version (无数据版本)"
+                if cov["version"] is None
+                else f"encryption coverage {coverage_text(cov)} < 100%; plaintext protected "
+                f"fields: {', '.join(cov['missing'])}"
             )
+            fail(f"{code}: publication refused (发布被拒绝): {why}")
     try:
         with catalog_session(settings) as s:
             ds = catalog.set_published(session=s, code=code, published=not withdraw)

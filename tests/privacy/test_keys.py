@@ -190,3 +190,84 @@ def test_keyring_from_settings_hex_and_file(tmp_path: Path) -> None:
     prod = Settings(home=tmp_path / "h3", env="production")
     with pytest.raises(KeyConfigError, match="missing"):
         keyring_from_settings(prod)
+
+
+# --- KEK file rotation and concurrency (主密钥轮换与并发) ------------------------------------------
+def test_keyring_on_a_kek_file_follows_a_rotation_made_by_another(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path / "h")
+    stale, other = keyring_from_settings(s), keyring_from_settings(s)
+    a1 = stale.current("A")
+    old_id = stale.kms.kek_id
+    out = other.rotate_kek_file()
+    assert (out["old_kek_id"], out["rewrapped"]) == (old_id, 1)
+    assert not (s.keys_dir / "kek.key.next").exists()
+    stale._cache.clear()
+    assert stale.get("A", a1.key_id).key == a1.key  # reloads kek.key under the lock
+    a2 = stale.new_data_key("A")
+    b1 = stale.current("B")
+    for ds in ("A", "B"):
+        doc = json.loads((s.keys_dir / "deks" / f"{ds}.json").read_text())
+        assert {e["kek_id"] for e in doc["keys"]} == {out["new_kek_id"]}
+    hist = json.loads((s.keys_dir / "kek-history.json").read_text())["retired"]
+    assert [(h["kek_id"], h["replaced_by"]) for h in hist] == [(old_id, out["new_kek_id"])]
+    assert stat.S_IMODE((s.keys_dir / "kek.key").stat().st_mode) == 0o600
+    fresh = keyring_from_settings(s)
+    assert [fresh.get("A", a2.key_id), fresh.get("B", b1.key_id)] == [a2, b1]
+    with pytest.raises(KeyConfigError, match="rotate_kek_file"):
+        fresh.rewrap(LocalKms(os.urandom(16)))
+
+
+def test_rotate_kek_file_needs_a_key_file(ring: Keyring) -> None:
+    with pytest.raises(KeyConfigError, match="not a key file"):
+        ring.rotate_kek_file()
+
+
+def test_keyring_lock_is_reentrant_and_serialises_threads(tmp_path: Path) -> None:
+    import threading
+
+    s = Settings(home=tmp_path / "h")
+    rings = [keyring_from_settings(s) for _ in range(2)]
+    with rings[0]._locked(), rings[0]._locked():  # nested: no self-deadlock
+        rings[0].new_data_key("A")
+    made: list[str] = []
+
+    def rotate(ring: Keyring) -> None:
+        for _ in range(10):
+            made.append(ring.new_data_key("A").key_id)
+        ring.rotate_kek_file()
+
+    threads = [threading.Thread(target=rotate, args=(r,)) for r in (*rings, rings[0])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    ids = keyring_from_settings(s).key_ids("A")
+    assert len(ids) == 31 and sorted(made) == sorted(ids[1:])
+    assert [int(k.split("-")[0][1:]) for k in ids] == list(range(1, 32))
+    fresh = keyring_from_settings(s)
+    doc = json.loads((s.keys_dir / "deks" / "A.json").read_text())
+    assert {e["kek_id"] for e in doc["keys"]} == {fresh.kms.kek_id}
+    assert len(json.loads((s.keys_dir / "kek-history.json").read_text())["retired"]) == 3
+
+
+def test_rewrap_checks_every_key_first_and_repairs_with_a_retired_kek(
+    ring: Keyring, tmp_path: Path
+) -> None:
+    a1 = ring.current("A")
+    lost_kek = LocalKms(os.urandom(16))
+    b1 = Keyring(ring.keys_dir, lost_kek).current("B")  # as a pre-fix race left it
+    new_kms = LocalKms(os.urandom(16))
+    with pytest.raises(KeyManagementError) as err:
+        ring.rewrap(new_kms)
+    msg = str(err.value)
+    assert f"key {b1.key_id!r} is wrapped under {lost_kek.kek_id}" in msg
+    assert (
+        f"{lost_kek.kek_id} is not in keys/kek-history.json" in msg
+        and "--old-kek FILE" in msg
+        and a1.key_id not in msg
+    )
+    doc = json.loads((ring.keys_dir / "deks" / "A.json").read_text())
+    assert doc["keys"][0]["kek_id"] == ring.kms.kek_id  # nothing rewritten
+    assert ring.rewrap(new_kms, retired=[lost_kek]) == 2
+    fresh = Keyring(ring.keys_dir, new_kms)
+    assert [fresh.get("A", a1.key_id), fresh.get("B", b1.key_id)] == [a1, b1]
