@@ -37,6 +37,8 @@ from govdx._errors import ContractError
 
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# a dotted key at the head of a validator's reason: "Value error, public_domains.district: ..."
+_INNER_KEY = re.compile(r"^(?:Value error, )?([a-z_][a-z0-9_]*(?:\.[^\s:.]+)+): ")
 
 
 class FieldType(StrEnum):
@@ -358,7 +360,38 @@ class Contract(_Strict):
             from quality._spec import check_contract
 
             check_contract(contract, path=where)
+        if contract.sandbox is not None:  # so is the sandbox block (docs/sandbox.md, dp.md)
+            _check_sandbox(contract, path=where)
         return contract
+
+
+def _check_sandbox(contract: Contract, *, path: str | None) -> None:
+    """Validate the ``sandbox:`` block at load: the policy, ``sandbox.dp`` and ``sandbox.fl``.
+
+    Imported lazily, as the quality check above: the sandbox package imports this module, and
+    a contract without a ``sandbox:`` block never pays for it (≈0.1 s when the pipeline's
+    imports are loaded already).
+
+    Raises:
+        ContractError: naming the file and the key, down to the column where the reason names
+            one (``sandbox.dp.public_domains.employer_district``).
+    """
+    from sandbox._dp import dp_policy
+    from sandbox._fl import fl_policy
+    from sandbox._policy import sandbox_policy
+
+    for check in (sandbox_policy, dp_policy, fl_policy):
+        try:
+            check(contract)
+        except ContractError as exc:  # re-raised naming the file instead of the dataset code
+            key = exc.key or "sandbox"
+            reason = str(exc).removeprefix(": ".join(p for p in (exc.path, exc.key) if p) + ": ")
+            # "sandbox.dp.public_domains" + "Value error, public_domains.x: ..." → "….public_domains.x"
+            inner = _INNER_KEY.match(reason)
+            if inner and inner.group(1).split(".")[0] == key.rsplit(".", 1)[-1]:
+                key = key.rsplit(".", 1)[0] + "." + inner.group(1)
+                reason = reason[inner.end() :]
+            raise ContractError(reason, path=path or exc.path, key=key) from exc
 
 
 def load_contract(path: str | Path) -> Contract:

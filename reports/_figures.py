@@ -123,7 +123,8 @@ class Period:
                 raise ReportDefinitionError("period bounds must be tz-aware (UTC)")
         if self.start and self.end and self.start >= self.end:
             raise ReportDefinitionError(
-                f"period start {self.start.date()} is not before its end {self.end.date()}"
+                f"period start {self.start.isoformat()} is not before its end "
+                f"{self.end.isoformat()} (end excluded; 统计期起点不早于终点)"
             )
 
     @classmethod
@@ -148,6 +149,12 @@ class Period:
         lo, hi = text.split("..", 1)
         start = _bounds(lo, "FROM")[0] if lo.strip() else None
         end = _bounds(hi, "TO")[1] if hi.strip() else None
+        if start is not None and end is not None and start >= end:
+            last = (end - timedelta(days=1)).date()  # TO is inclusive: its last day
+            raise ReportDefinitionError(
+                f"--period {text.strip()}: start {start.date()} is after end {last}, not before "
+                "it (FROM and TO are both inclusive; 统计期起点晚于终点)"
+            )
         return cls(start, end)
 
     def contains(self, t: datetime) -> bool:

@@ -127,6 +127,23 @@ def render_table(report: Report, console: Any) -> None:
         console.print(f"· {n}", highlight=False)
 
 
+#: Width of a table written to a file, characters (the definition column folds within it).
+TABLE_TEXT_WIDTH = 120
+
+
+def _render_table_text(report: Report, width: int = TABLE_TEXT_WIDTH) -> str:
+    """The terminal tables of :func:`render_table` as plain text (no ANSI codes), ``width``
+    characters wide, for ``write_report(report, "table", path)``."""
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(
+        file=buf, width=width, color_system=None, force_terminal=False, highlight=False
+    )
+    render_table(report, console)
+    return buf.getvalue()
+
+
 # --- CSV -----------------------------------------------------------------------------------
 def render_csv(report: Report, table: str | None = None) -> str:
     """The per-department table (or ``table``) as CSV text; ratios in four columns each.
@@ -539,12 +556,14 @@ def _html_table(t: Table) -> str:
 
 # --- files -------------------------------------------------------------------------------------
 def render(report: Report, fmt: str) -> str | bytes:
-    """The report in ``fmt`` (``json``, ``csv``, ``xlsx`` → bytes, ``html``).
+    """The report in ``fmt`` (``json``, ``csv``, ``xlsx`` → bytes, ``html``, ``table`` → the
+    terminal tables as plain text, :data:`TABLE_TEXT_WIDTH` characters wide, no ANSI codes).
 
     Raises:
-        ReportDefinitionError: ``fmt`` is ``table`` (print it with :func:`render_table`) or
-            unknown.
+        ReportDefinitionError: ``fmt`` is unknown.
     """
+    if fmt == "table":
+        return _render_table_text(report)
     if fmt == "json":
         return render_json(report)
     if fmt == "csv":
@@ -554,14 +573,15 @@ def render(report: Report, fmt: str) -> str | bytes:
     if fmt == "html":
         return render_html(report)
     raise ReportDefinitionError(
-        f"format {fmt!r} cannot be written to a file (use one of json, csv, xlsx, html)"
+        f"format {fmt!r} cannot be written to a file (use one of table, json, csv, xlsx, html)"
     )
 
 
 def write_report(report: Report, fmt: str, path: Path) -> int:
     """Write the report in ``fmt`` to ``path``; returns bytes written.
 
-    CSV is written UTF-8 with a byte-order mark (spreadsheet programs then read Chinese).
+    CSV is written UTF-8 with a byte-order mark (spreadsheet programs then read Chinese);
+    ``table`` is the terminal tables as plain UTF-8 text (see :func:`render`).
 
     Raises:
         ReportDefinitionError: bad format. ReportError: the file cannot be written.

@@ -1133,20 +1133,32 @@ def budget_report(
             first query.
 
     Returns:
-        One :meth:`sandbox._ledger.BudgetStatus.to_dict` per (requester, dataset), sorted.
+        One :meth:`sandbox._ledger.BudgetStatus.to_dict` per (requester, dataset), sorted;
+        empty when a known requester or dataset has no ledger entries yet.
 
     Raises:
+        UserError: a named requester is neither a user nor in the ledger (用户不存在).
         catalog.DatasetNotFound: a named dataset is not in the catalog.
         ContractError: a dataset's ``sandbox.dp`` block is invalid.
     """
     import yaml
 
     import catalog
+    from sandbox._errors import UserError
     from sandbox._ledger import budget_status, ledger_pairs
+    from sandbox._models import User
 
     out: list[dict[str, Any]] = []
     with factory() as s:
         pairs = ledger_pairs(s, requester=requester, dataset=dataset)
+        if (
+            requester
+            and s.get(User, requester) is None
+            and not any(r == requester for r, _ in pairs)
+        ):
+            raise UserError(f"unknown user {requester!r} (用户不存在); see `govdx users list`")
+        if dataset:
+            catalog.get_dataset(session=s, code=dataset)  # DatasetNotFound names the code
         if requester and dataset and (requester, dataset) not in pairs:
             pairs.append((requester, dataset))
         for req, code in pairs:

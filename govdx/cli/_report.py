@@ -50,8 +50,8 @@ def report_command(
         ReportFormat,
         typer.Option(
             "--format",
-            help="table (terminal), json (stdout unless --out), csv, xlsx or html "
-            "(written to a file).",
+            help="table (terminal unless --out: plain text), json (stdout unless --out), csv, "
+            "xlsx or html (written to a file).",
         ),
     ] = ReportFormat.table,
     out: Annotated[
@@ -59,7 +59,7 @@ def report_command(
         typer.Option(
             "--out",
             "-o",
-            help="Output file for json/csv/xlsx/html (default: "
+            help="Output file for table (plain text)/json/csv/xlsx/html (default: "
             "./<report>.<format> for csv, xlsx and html).",
         ),
     ] = None,
@@ -96,7 +96,7 @@ def report_command(
     except GovdxError as exc:
         fail(exc)
         return
-    if fmt is ReportFormat.table:
+    if fmt is ReportFormat.table and out is None:
         render_table(rep, console)
         return
     if fmt is ReportFormat.json and out is None:

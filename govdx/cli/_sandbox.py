@@ -329,7 +329,7 @@ def budget_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Privacy budgets (隐私预算): ε/δ cap, spent, held and remaining per (requester, dataset),
-    exact rationals (docs/dp.md)."""
+    exact rationals (docs/dp.md). An unknown requester or dataset is refused (exit 1)."""
     from sandbox import budget_report
 
     def go() -> Any:
@@ -346,6 +346,10 @@ def budget_command(
         rows = go()
     except GovdxError as exc:
         fail(exc)
+    if not rows:  # a known requester / dataset (else refused above) that has used no ε yet
+        scope = (f" by {requester}" if requester else "") + (f" on {dataset}" if dataset else "")
+        console.print(f"no DP budget used yet{scope} (尚未使用差分隐私预算)", highlight=False)
+        return
     t = Table(
         "requester", "dataset", "ε cap", "ε spent", "ε held", "ε remaining", "δ cap", "δ remaining"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 import catalog
-from govdx import Settings, load_contract
+from govdx import ContractError, Settings, load_contract
 from govdx.demo import write_credit_demo
 from pipelines import CommitError, IngestError, Lakehouse, QualityGateError, SourceError, ingest
 from privacy import decrypt_column, keyring_from_settings
@@ -207,6 +208,50 @@ def test_missing_required_column_is_named(demo, settings, tmp_path):
     bad = _variant(tmp_path, contracts["enterprise_registry"], fields=c["fields"])
     with pytest.raises(IngestError, match="不存在的列"):
         ingest(bad, settings=settings)
+
+
+def _with_district_domain(tmp_path: Path, contract_path: Path, domain: str) -> Path:
+    """The social-insurance contract with ``sandbox.dp.public_domains.employer_district``."""
+    c = yaml.safe_load(Path(contract_path).read_text(encoding="utf-8"))
+    c["sandbox"]["dp"]["public_domains"] = {"employer_district": domain}
+    return _variant(tmp_path, contract_path, sandbox=c["sandbox"])
+
+
+@pytest.mark.parametrize(
+    ("domain", "reason"),
+    [
+        pytest.param("region_codes:32011", "is not a named domain", id="five-digits"),
+        pytest.param("region_codes:3299", "no GB/T 2260 county-level code in use", id="no-city"),
+        pytest.param("region_codes:abcd", "is not a named domain", id="letters"),
+        pytest.param("region_codes:99", "no GB/T 2260 county-level code in use", id="no-prov"),
+    ],
+)
+def test_bad_dp_public_domain_is_refused_at_ingest_before_anything_is_written(
+    demo, settings, tmp_path, domain, reason
+):
+    _, contracts = demo
+    bad = _with_district_domain(tmp_path, contracts["social_insurance"], domain)
+    key = "sandbox.dp.public_domains.employer_district"
+    with pytest.raises(ContractError, match=re.escape(f"variant.yaml: {key}: ")) as info:
+        ingest(bad, settings=settings)
+    assert info.value.key == key and reason in str(info.value) and domain in str(info.value)
+    with pytest.raises(ContractError, match=re.escape(key)):
+        load_contract(bad)  # the loader every task, the DAG factory and the CLI use
+    # nothing landed, committed, registered or recorded
+    assert not (settings.landing_dir / "RSJ-0001").exists()
+    lake = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
+    assert lake.current_version("social_insurance") is None
+    with catalog.session_scope(settings.catalog_db_url) as s:
+        with pytest.raises(catalog.DatasetNotFound):
+            catalog.get_dataset(session=s, code="RSJ-0001")
+        assert catalog.lineage_events(session=s) == []
+
+
+def test_city_dp_public_domain_passes_at_load(demo, tmp_path):
+    _, contracts = demo
+    good = _with_district_domain(tmp_path, contracts["social_insurance"], "region_codes:3201")
+    c = load_contract(good)
+    assert c.sandbox["dp"]["public_domains"] == {"employer_district": "region_codes:3201"}
 
 
 def _contract_for(

@@ -306,3 +306,72 @@ def test_html_opens_in_headless_chromium(scenario, session, lake, tmp_path):
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_cli_table_with_out_writes_plain_text(scenario, tmp_path, monkeypatch):
+    import typer
+
+    from govdx.cli._report import report_command
+
+    app = typer.Typer()
+    app.command()(report_command)
+    monkeypatch.setenv("GOVDX_HOME", str(scenario.settings.home))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["sharing-rate", "--format", "table", "--out", "t.txt"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("wrote t.txt (") and "Figure (指标)" not in res.output
+    text = (tmp_path / "t.txt").read_text(encoding="utf-8")
+    assert "\x1b[" not in text  # plain: no ANSI escape codes
+    lines = text.splitlines()
+    assert lines[0].startswith("Sharing rate") and "period all time (全部)" in lines[0]
+    assert "Figure (指标)" in text and "Definition (口径)" in text and "(3 of 7)" in text
+    assert max(len(line) for line in lines) <= 120
+    assert len((tmp_path / "t.txt").read_bytes()) == int(
+        res.output.split("(")[1].split(" bytes")[0].replace(",", "")
+    )
+    # without --out the table still goes to the terminal and no file is written
+    res = CliRunner().invoke(app, ["sharing-rate", "--department", "RSJ"])
+    assert res.exit_code == 0 and "Figure (指标)" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+def test_write_report_table_format(scenario, session, tmp_path):
+    rep = sharing_rate(session=session)
+    size = write_report(rep, "table", tmp_path / "r.txt")
+    text = (tmp_path / "r.txt").read_text(encoding="utf-8")
+    assert size == len(text.encode("utf-8")) and "Figure (指标)" in text and "\x1b" not in text
+    with pytest.raises(ReportDefinitionError, match="format 'pdf' cannot be written"):
+        write_report(rep, "pdf", tmp_path / "r.pdf")
+
+
+@pytest.mark.parametrize(
+    ("period", "message"),
+    [
+        pytest.param(
+            "2027..2026",
+            "--period 2027..2026: start 2027-01-01 is after end 2026-12-31, not before it",
+            id="years",
+        ),
+        pytest.param(
+            "2026-03..2026-02-28",
+            "--period 2026-03..2026-02-28: start 2026-03-01 is after end 2026-02-28",
+            id="month-day",
+        ),
+    ],
+)
+def test_cli_reversed_period_names_the_given_end(scenario, tmp_path, monkeypatch, period, message):
+    import typer
+
+    from govdx.cli._report import report_command
+
+    app = typer.Typer()
+    app.command()(report_command)
+    monkeypatch.setenv("GOVDX_HOME", str(scenario.settings.home))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["sharing-rate", "--period", period])
+    assert res.exit_code == 1
+    assert message in " ".join(res.output.split()), res.output  # rich may wrap the line
+    # one day on both sides is a valid period, not refused
+    assert (
+        CliRunner().invoke(app, ["sharing-rate", "--period", "2026-03..2026-03-01"]).exit_code == 0
+    )

@@ -175,11 +175,18 @@ def test_epsilon_not_positive_finite_is_refused_at_the_door(eps):
 
 
 def test_bad_dp_block_names_the_key():
+    from govdx._errors import ContractError
+
+    # refused when the contract is loaded (Contract.from_dict) ...
+    with pytest.raises(ContractError, match=r"sandbox\.dp\.max_contributions"):
+        si_contract(dp={**DP, "max_contributions": 0})
+    # ... and by the build, for a contract that skipped the load check
+    good = si_contract(dp=DP)
+    bad = good.model_copy(
+        update={"sandbox": {**good.sandbox, "dp": {**DP, "max_contributions": 0}}}
+    )
     with pytest.raises(PolicyRefused, match=r"sandbox\.dp\.max_contributions"):
-        DpQuery.build(
-            DpQueryParams(statistic="count", epsilon=1),
-            si_contract(dp={**DP, "max_contributions": 0}),
-        )
+        DpQuery.build(DpQueryParams(statistic="count", epsilon=1), bad)
 
 
 # --- privacy loss without data ---------------------------------------------------------------
@@ -400,6 +407,84 @@ def test_budget_report_and_cli(box, settings, monkeypatch):
     assert json.loads(res.output)[0]["epsilon_remaining"] == "2/3"
 
 
+def _sandbox_cli() -> Any:
+    import typer
+
+    from govdx.cli._sandbox import sandbox_app
+
+    app = typer.Typer()
+    app.add_typer(sandbox_app, name="sandbox")
+    return app
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        pytest.param(
+            ["--requester", "nobody"], "UserError", "unknown user 'nobody' (用户不存在)", id="user"
+        ),
+        pytest.param(
+            ["--dataset", "NOPE-0001"],
+            "DatasetNotFound",
+            "catalog entry 'NOPE-0001' not found",
+            id="dataset",
+        ),
+        pytest.param(
+            ["--requester", "bank", "--dataset", "NOPE-0001"],
+            "DatasetNotFound",
+            "catalog entry 'NOPE-0001' not found",
+            id="pair",
+        ),
+    ],
+)
+def test_budget_cli_refuses_unknown_requester_or_dataset(box, args, error, message):
+    app = _sandbox_cli()
+    res = CliRunner().invoke(app, ["sandbox", "budget", *args])
+    assert res.exit_code == 1 and "error:" in res.output and message in res.output, res.output
+    assert "ε cap" not in res.output  # no (empty) table
+    res = CliRunner().invoke(app, ["sandbox", "budget", *args, "--json"])
+    assert res.exit_code == 1
+    doc = json.loads(res.output)
+    assert doc["error"] == error and message in doc["message"]
+
+
+def test_budget_report_refuses_unknown_names_and_is_empty_for_known_ones(box, settings):
+    from catalog import DatasetNotFound
+    from sandbox import UserError
+
+    with pytest.raises(UserError, match="unknown user 'nobody'"):
+        budget_report(box.factory, requester="nobody")
+    with pytest.raises(DatasetNotFound, match="NOPE-0001"):
+        budget_report(box.factory, dataset="NOPE-0001")
+    assert budget_report(box.factory, requester="bank2") == []
+    assert budget_report(box.factory, dataset="SWJ-T001") == []
+
+
+def test_budget_cli_notes_a_known_requester_without_entries(box, settings):
+    publish_dataset(settings, si_contract(dp=DP), crafted())
+    with box.factory.begin() as s:
+        DpQueryComputation.on_submit(
+            s,
+            job_id="j1",
+            requester="bank",
+            contract=si_contract(dp=DP),
+            params=_spec("1/3").params,
+        )
+    app = _sandbox_cli()
+    for args, note in [
+        (["--requester", "bank2"], "no DP budget used yet by bank2 (尚未使用差分隐私预算)"),
+        (["--dataset", "SWJ-T001"], "no DP budget used yet on SWJ-T001 (尚未使用差分隐私预算)"),
+    ]:
+        res = CliRunner().invoke(app, ["sandbox", "budget", *args])
+        assert res.exit_code == 0 and res.output.strip() == note, res.output
+        res = CliRunner().invoke(app, ["sandbox", "budget", *args, "--json"])
+        assert res.exit_code == 0 and json.loads(res.output) == []
+    # a requester with entries still gets its table
+    res = CliRunner().invoke(app, ["sandbox", "budget", "--requester", "bank"])
+    assert res.exit_code == 0 and "ε cap" in res.output and "RSJ-T001" in res.output
+    assert "2/3" in res.output
+
+
 def test_demo_step_on_the_social_insurance_contract(settings):
     from govdx import load_contract
     from govdx.demo._generate import CONTRACTS_DIR
@@ -568,7 +653,15 @@ def test_unknown_region_prefix_is_refused_naming_the_key(spec, fragment):
     from govdx._errors import ContractError
     from sandbox import dp_policy
 
-    c = si_contract(dp={**DP, "public_domains": {"district": spec}})
+    # refused when the contract is loaded, naming the column in the key ...
+    with pytest.raises(ContractError, match=r"sandbox\.dp\.public_domains\.district: ") as info:
+        si_contract(dp={**DP, "public_domains": {"district": spec}})
+    assert info.value.key == "sandbox.dp.public_domains.district" and fragment in str(info.value)
+    # ... and by dp_policy, for a contract that skipped the load check
+    good = si_contract(dp=DP)
+    c = good.model_copy(
+        update={"sandbox": {**good.sandbox, "dp": {**DP, "public_domains": {"district": spec}}}}
+    )
     with pytest.raises(ContractError, match=r"sandbox\.dp\.public_domains") as info:
         dp_policy(c)
     assert "public_domains.district" in str(info.value) and fragment in str(info.value)
