@@ -371,9 +371,13 @@ class PiSumClient(ClientState):
 
         Sets :attr:`cardinality`. The sum ``Enc_D(S)`` is multiplied by ``Enc_D(ρ)`` for a
         uniform ``ρ ∈ Z_n`` (kept in the state) so the department's decryption shows it nothing.
+        Finishing the same join response again reuses the state's ``ρ`` (a new encryption of
+        it), so every unmask request this state made reveals correctly; the SM3 of each is kept
+        in the state (``unmask_sm3``) for :meth:`reveal` to match.
 
         Raises:
-            PsiError: a response to another request, more matches than items, library failure.
+            PsiError: a response to another request, a state already finished with another join
+                response, more matches than items, library failure.
         """
         from privacy._paillier import PhePaillier, PublicKey
 
@@ -383,6 +387,13 @@ class PiSumClient(ClientState):
             raise PsiError("PSI-sum response answers another request (响应与请求不匹配)")
         if len(resp.reblinded) != self.items:
             raise PsiError(f"PSI-sum response holds {len(resp.reblinded)} items, sent {self.items}")
+        join_sm3 = _sm3(bytes(raw))
+        if "rho_b64" in self._s and self._s.get("join_sm3") != join_sm3:
+            raise PsiError(
+                "PSI-sum state already finished another join response (状态已用于另一次求交): "
+                f"join SM3 {str(self._s.get('join_sm3'))[:16]}…, this response {join_sm3[:16]}…; "
+                "a state finishes one join — run `psi-sum request` again"
+            )
         key = _base64.b64decode(self._s["key_b64"])
         mine = set(resp.reblinded)
         theirs = reblind([p for p, _ in resp.pairs], key, processes=processes)
@@ -391,9 +402,15 @@ class PiSumClient(ClientState):
             raise PsiError("PSI-sum: more matches than requested items")
         pk = PublicKey.from_dict(resp.key)
         scheme = PhePaillier()
-        rho = _secrets.randbelow(pk.n)
+        if "rho_b64" in self._s:  # finished this join before: the same ρ
+            rho = int.from_bytes(_base64.b64decode(self._s["rho_b64"]), "big")
+        else:
+            rho = _secrets.randbelow(pk.n)
         masked = scheme.sum(pk, [*hits, *scheme.encrypt_vector(pk, [rho], processes=1)])
-        join_sm3 = _sm3(bytes(raw))
+        header = {"join_sm3": join_sm3, "key_fingerprint": pk.fingerprint}
+        unmask = pisum_pack(
+            KIND_UNMASK_REQUEST, header, masked.to_bytes(pk.ciphertext_bytes, "big")
+        )
         self._s.update(
             cardinality=len(hits),
             rows=len(resp.pairs),
@@ -402,15 +419,17 @@ class PiSumClient(ClientState):
             dept_key=resp.key,
             scale=resp.scale,
             unit=resp.unit,
+            unmask_sm3=[*self._s.get("unmask_sm3", []), _sm3(unmask)],
         )
-        header = {"join_sm3": join_sm3, "key_fingerprint": pk.fingerprint}
-        return pisum_pack(KIND_UNMASK_REQUEST, header, masked.to_bytes(pk.ciphertext_bytes, "big"))
+        return unmask
 
     def reveal(self, data: bytes) -> int:
         """The intersection sum (int, in units of 10^-scale of the value's unit).
 
         Raises:
-            PsiError: not finished, an answer to another join.
+            PsiError: not finished, an answer to another join, an answer to an unmask request
+                this state did not make (the response's ``unmask_sm3`` is not among the
+                state's: the request was altered, or another copy of the state made it).
             privacy.HeDecryptionError: the unmasked sum is out of range (tampering, wrong key).
         """
         from privacy._paillier import HeDecryptionError, PublicKey, decode_signed
@@ -420,15 +439,31 @@ class PiSumClient(ClientState):
         header, _ = pisum_unpack(data, KIND_UNMASK_RESPONSE, "PSI-sum unmask response")
         if header.get("join_sm3") != self._s["join_sm3"]:
             raise PsiError("PSI-sum unmask response answers another join (响应与请求不匹配)")
+        made = self._s.get("unmask_sm3")
+        answered = header.get("unmask_sm3")
+        if made is not None and answered is not None and answered not in made:
+            raise PsiError(
+                "PSI-sum unmask response answers an unmask request this state did not make "
+                f"(响应与请求不匹配): SM3 {str(answered)[:16]}…; the reveal job's input was "
+                "altered or made by another copy of the state file — reveal with the state "
+                "that made it"
+            )
         pk = PublicKey.from_dict(self._s["dept_key"])
         try:
             masked = int.from_bytes(_base64.b64decode(header["masked"], validate=True), "big")
         except (KeyError, TypeError, ValueError) as exc:
             raise PsiError("PSI-sum unmask response: 'masked' missing or not base64") from exc
         rho = int.from_bytes(_base64.b64decode(self._s["rho_b64"]), "big")
-        total = decode_signed((masked - rho) % pk.n, pk.n)
+        out_of_range = (
+            "PSI-sum: sum out of range — tampered, wrong key, or an unmask request made with "
+            "another state file (结果越界)"
+        )
+        try:
+            total = decode_signed((masked - rho) % pk.n, pk.n)
+        except HeDecryptionError as exc:
+            raise HeDecryptionError(out_of_range) from exc
         if abs(total) >= max(1, int(self._s["cardinality"])) << 63:
-            raise HeDecryptionError("PSI-sum: sum out of range — tampered or wrong key (结果越界)")
+            raise HeDecryptionError(out_of_range)
         return total
 
 
@@ -485,6 +520,9 @@ def pisum_join(
 def pisum_unmask(data: bytes, sk: _Any, join_sm3: str) -> bytes:
     """The department's last step: decrypt the masked sum ``S + ρ mod n`` (uniform to it).
 
+    The response ``V`` echoes ``join_sm3`` and the SM3 of the unmask request answered
+    (``unmask_sm3``), which the requester's :meth:`PiSumClient.reveal` matches to its state.
+
     Raises:
         PsiError: an unmask request for another join or key, malformed.
         privacy.HeDecryptionError: the ciphertext is not in Z*_{n²}.
@@ -501,4 +539,5 @@ def pisum_unmask(data: bytes, sk: _Any, join_sm3: str) -> bytes:
     (m,) = PhePaillier().decrypt_vector(sk, [int.from_bytes(body, "big")])
     w = sk.public.ciphertext_bytes
     masked = _base64.b64encode(m.to_bytes(w, "big")).decode("ascii")
-    return pisum_pack(KIND_UNMASK_RESPONSE, {"join_sm3": join_sm3, "masked": masked})
+    head = {"join_sm3": join_sm3, "masked": masked, "unmask_sm3": _sm3(bytes(data))}
+    return pisum_pack(KIND_UNMASK_RESPONSE, head)

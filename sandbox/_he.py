@@ -158,15 +158,120 @@ def _epsilon_text(v: Any) -> str | None:
 
 
 # --- psi_sum --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Link:
+    """How the second job of a two-job protocol names its first (psi_sum's reveal → join,
+    he_cohort's sum → offer).
+
+    Attributes:
+        param: the param naming the first job (``join_job``, ``offer_job``).
+        first, second: the two phases. same: params that must equal the first job's.
+        verb_zh: the one-use rule in Chinese, for the refusal (``每次求交仅可解密一次``).
+        consumed_on_start: the first job's state is deleted as soon as a second job runs,
+            whatever its outcome (he_cohort), not only on success (psi_sum).
+    """
+
+    param: str
+    first: str
+    second: str
+    same: tuple[str, ...]
+    verb_zh: str
+    consumed_on_start: bool
+
+
+#: second-phase jobs in these states never used (and never will use) their first job
+_UNUSED_STATES = frozenset({"rejected", "cancelled", "expired"})
+
+
+def _link_reasons(
+    s: Any, link: _Link, *, computation: str, job_id: str, requester: str, code: str, params: Any
+) -> list[str]:
+    """Why the first job a second-phase job names cannot be used (pure DB reads; docs/he.md).
+
+    The named job must exist, be submitted by the same requester, be a ``computation`` job of
+    phase ``link.first`` on dataset ``code`` in state succeeded or released, agree on
+    ``link.same``, and have no other second-phase job naming it that is not rejected, cancelled
+    or expired (for ``consumed_on_start``: nor one that ever started). The worker checks the
+    state file again.
+
+    Returns:
+        list of reasons (empty: usable), each naming the job id and the param.
+    """
+    from sqlalchemy import select
+
+    from sandbox._models import Job
+    from sandbox._states import STATE_ZH
+
+    linked = getattr(params, link.param)
+    if linked is None:  # check() already refused
+        return []
+    key = f"computation.params.{link.param}"
+    what = f"{computation} {link.first}"
+    job = s.get(Job, linked)
+    if job is None:
+        return [f"{key}: there is no job {linked} (作业不存在)"]
+    if job.requester != requester:
+        return [
+            f"{key}: job {linked} was submitted by another requester; only its own requester "
+            f"may {link.second} it (只能使用本人提交的作业)"
+        ]
+    first = json.loads(job.spec_json)["computation"]["params"]
+    if job.computation != computation or first.get("phase", link.first) != link.first:
+        phase = f" of phase {first['phase']!r}" if first.get("phase") else ""
+        return [
+            f"{key}: job {linked} is a {job.computation} job{phase}, not a {what} (作业类型不符)"
+        ]
+    reasons = []
+    if job.dataset_code != code:
+        reasons.append(f"{key}: {what} job {linked} ran on dataset {job.dataset_code}, not {code}")
+    if job.state not in ("succeeded", "released"):
+        reasons.append(
+            f"{key}: {what} job {linked} is {job.state} ({STATE_ZH.get(job.state, '')}); the "
+            f"{link.second} phase needs it succeeded or released (已完成)"
+        )
+    for k in link.same:
+        if first.get(k) != getattr(params, k):
+            reasons.append(
+                f"computation.params.{k}: {getattr(params, k)!r} is not the {what} job "
+                f"{linked}'s {first.get(k)!r}"
+            )
+    rows = s.execute(
+        select(Job.id, Job.state, Job.attempts, Job.spec_json).where(
+            Job.computation == computation,
+            Job.id != job_id,
+            Job.spec_json.contains(linked, autoescape=True),
+        )
+    ).all()
+    for other, state, attempts, spec in rows:
+        p = json.loads(spec)["computation"]["params"]
+        if p.get("phase") != link.second or p.get(link.param) != linked:
+            continue
+        if state in _UNUSED_STATES and not (link.consumed_on_start and attempts):
+            continue
+        hint = (
+            "; cancel it first if it failed"
+            if state == "failed" and not link.consumed_on_start
+            else ""
+        )
+        reasons.append(
+            f"{key}: {what} job {linked} already has {link.second} job {other} ({state}); one "
+            f"{link.second} per {link.first} ({link.verb_zh}){hint}"
+        )
+    return reasons
+
+
 class _EpsilonHooks:
     """Ledger hooks of a computation one of whose phases spends ε (psi_sum's reveal, an
     he_cohort sum under ``sandbox.dp``), called by the service in its transactions: reserve at
     submit, draw at run start, spend at release, return on abandon (``sandbox._ledger``; the
-    same life cycle as ``dp_query``, docs/dp.md). Subclasses set :attr:`STATISTIC` and
-    :meth:`spends_epsilon`.
+    same life cycle as ``dp_query``, docs/dp.md). At submit the second phase's first job is
+    checked first (:func:`_link_reasons`, for every second-phase job, ε or not). Subclasses set
+    :attr:`STATISTIC`, :attr:`LINK` and :meth:`spends_epsilon`.
     """
 
     STATISTIC: ClassVar[str]
+    LINK: ClassVar[_Link]
+    name: ClassVar[str]
 
     @classmethod
     def spends_epsilon(cls, params: Any, contract: Contract) -> bool:
@@ -184,11 +289,35 @@ class _EpsilonHooks:
         params: Any,
         now: Any = None,
     ) -> Any:
-        """Reserve ε (δ = 0) on the (requester, dataset) DP ledger; None when nothing is spent.
+        """Check the first job a second-phase job names, then reserve ε (δ = 0) on the
+        (requester, dataset) DP ledger; None when nothing is spent.
 
         Raises:
-            BudgetExceeded: with the remaining budget. PolicyRefused: the DP terms.
+            PolicyRefused: the named first job is missing, another requester's, of another
+                dataset or computation, not succeeded, or already used (:func:`_link_reasons`);
+                the DP terms. BudgetExceeded: with the remaining budget.
         """
+        if params.phase == cls.LINK.second:
+            reasons = _link_reasons(
+                s,
+                cls.LINK,
+                computation=cls.name,
+                job_id=job_id,
+                requester=requester,
+                code=contract.code,
+                params=params,
+            )
+            if reasons:
+                raise PolicyRefused(reasons)
+        return cls._reserve(
+            s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
+        )
+
+    @classmethod
+    def _reserve(
+        cls, s: Any, *, job_id: str, requester: str, contract: Contract, params: Any, now: Any
+    ) -> Any:
+        """Reserve ε on the ledger (None when this job spends nothing)."""
         from sandbox._dp import MECHANISM_LAPLACE, dp_policy
         from sandbox._ledger import reserve
 
@@ -232,7 +361,7 @@ class _EpsilonHooks:
         if not cls.spends_epsilon(params, contract):
             return None
         if _open(s, job_id, "reserved") is None:
-            cls.on_submit(
+            cls._reserve(
                 s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
             )
         return mark_drawn(s, job_id=job_id, now=now)
@@ -357,6 +486,18 @@ class PsiSum(_EpsilonHooks, Computation):
         )
 
     @classmethod
+    def input_items(cls, inputs: dict[str, bytes]) -> int | None:
+        """Distinct points of a join request (shown to approvers as ``request_items``; the
+        service checks them against ``sandbox.psi_min_items``); None for a reveal."""
+        return _distinct_items(inputs)
+
+    @classmethod
+    def check_input_items(cls, items: int | None, params: Any, policy: Any) -> list[str]:
+        """A join request under ``sandbox.min_group_size_k`` distinct items is refused at
+        submit (the worker refuses it again): :func:`_k_reasons`."""
+        return _k_reasons(items, policy, "a sum over so few could be one taxpayer's value")
+
+    @classmethod
     def run(cls, ctx: RunContext) -> Output:
         p: PsiSumParams = ctx.params
         if p.phase == "reveal":
@@ -376,9 +517,10 @@ class PsiSum(_EpsilonHooks, Computation):
         if n_items > cap:
             raise RunError(f"PSI-sum request holds {n_items} items, over the cap of {cap}")
         k = ctx.policy.min_group_size_k
-        if n_items < k:
+        n_distinct = len(set(request.points))  # a repeated point is one item
+        if n_distinct < k:
             raise RunError(
-                f"PSI-sum request holds {n_items} items, under sandbox.min_group_size_k = {k}: "
+                f"PSI-sum request holds {n_distinct} items, under sandbox.min_group_size_k = {k}: "
                 "a sum over so few could be one taxpayer's value (集合规模低于 k)"
             )
         element = ctx.contract.field(p.column).element
@@ -508,6 +650,9 @@ class PsiSum(_EpsilonHooks, Computation):
 
     # --- ledger hooks (_EpsilonHooks): the reveal phase spends ε ------------------------------
     STATISTIC: ClassVar[str] = "psi_sum"
+    LINK: ClassVar[_Link] = _Link(
+        "join_job", "join", "reveal", ("column", "value_column"), "每次求交仅可解密一次", False
+    )
 
     @classmethod
     def spends_epsilon(cls, params: PsiSumParams, contract: Contract) -> bool:
@@ -1104,13 +1249,22 @@ class CohortClient(ClientState):
         """The sum job's request ``D`` for the offer job's result ``C`` (see :func:`cohort_reply`).
 
         Raises:
-            privacy.PsiError: a malformed offer, library failure.
+            privacy.PsiError: a malformed offer, an offer made for another request (its header's
+                ``request_sm3`` is not this state's; an offer without one, from an older
+                department, is not checked), library failure.
         """
         import base64
 
-        data = cohort_reply(offer, base64.b64decode(self._s["key_b64"]), processes=processes)
-        from privacy._blind import pisum_unpack
+        from privacy._blind import PsiError, pisum_unpack
 
+        offered, _ = pisum_unpack(offer, KIND_COHORT_OFFER, "he_cohort offer")
+        if offered.get("request_sm3", self._s["request_sm3"]) != self._s["request_sm3"]:
+            raise PsiError(
+                "he_cohort offer answers another request (响应与请求不匹配): it was made for "
+                f"request SM3 {str(offered['request_sm3'])[:16]}…, this state holds request "
+                f"{self._s['request_sm3'][:16]}…; use the state file of that request"
+            )
+        data = cohort_reply(offer, base64.b64decode(self._s["key_b64"]), processes=processes)
         header, _ = pisum_unpack(data, KIND_COHORT_REPLY, "he_cohort reply")
         self._s.update(offer_sm3=header.get("offer_sm3"), offered=header.get("items"))
         return data
@@ -1220,6 +1374,18 @@ class HeCohort(_EpsilonHooks, Computation):
         )
 
     @classmethod
+    def input_items(cls, inputs: dict[str, bytes]) -> int | None:
+        """Distinct points of an offer request (``request_items``, checked against
+        ``sandbox.psi_min_items`` by the service); None for a sum."""
+        return _distinct_items(inputs)
+
+    @classmethod
+    def check_input_items(cls, items: int | None, params: Any, policy: Any) -> list[str]:
+        """An offer request under ``sandbox.min_group_size_k`` distinct items is refused at
+        submit (the worker refuses it again): :func:`_k_reasons`."""
+        return _k_reasons(items, policy, "its cohort would be under k")
+
+    @classmethod
     def run(cls, ctx: RunContext) -> Output:
         if ctx.params.phase == "sum":
             return cls._sum(ctx)
@@ -1251,15 +1417,17 @@ class HeCohort(_EpsilonHooks, Computation):
         from privacy._digest import sm3_hex
 
         p: HeCohortParams = ctx.params
-        request = JoinRequest.from_bytes(ctx.inputs["request"].read_bytes())
+        raw = ctx.inputs["request"].read_bytes()
+        request = JoinRequest.from_bytes(raw)
         n_items = len(request.points)
         cap = min(p.max_items, ctx.policy.psi_max_items)
         if n_items > cap:
             raise RunError(f"he_cohort request holds {n_items} items, over the cap of {cap}")
         k = ctx.policy.min_group_size_k
-        if n_items < k:
+        n_distinct = len(set(request.points))
+        if n_distinct < k:
             raise RunError(
-                f"he_cohort request holds {n_items} items, under sandbox.min_group_size_k = "
+                f"he_cohort request holds {n_distinct} items, under sandbox.min_group_size_k = "
                 f"{k} (集合规模低于 k)"
             )
         if request.element != cls._element(ctx):
@@ -1274,7 +1442,12 @@ class HeCohort(_EpsilonHooks, Computation):
         offer_sm3 = sm3_hex(body)
         data = pisum_pack(
             KIND_COHORT_OFFER,
-            {"curve": "P-256", "items": len(w), "offer_sm3": offer_sm3},
+            {
+                "curve": "P-256",
+                "items": len(w),
+                "offer_sm3": offer_sm3,
+                "request_sm3": sm3_hex(raw),  # binds C to its J (the client checks it)
+            },
             body,
         )
         state = ctx.inputs["request"].parent.parent / STATE_DIR
@@ -1359,6 +1532,9 @@ class HeCohort(_EpsilonHooks, Computation):
 
     # --- ledger hooks (_EpsilonHooks): a sum phase under sandbox.dp spends ε -------------------
     STATISTIC: ClassVar[str] = "he_cohort"
+    LINK: ClassVar[_Link] = _Link(
+        "offer_job", "offer", "sum", ("column",), "每次求交仅可求和一次", True
+    )
 
     @classmethod
     def spends_epsilon(cls, params: HeCohortParams, contract: Contract) -> bool:
@@ -1875,3 +2051,28 @@ def _check_two_phase_request(
             f"computation.params.max_items = {max_items}"
         ]
     return []
+
+
+def _distinct_items(inputs: dict[str, bytes]) -> int | None:
+    """Distinct points of a blinded-set request ``J`` (None: the input is not one)."""
+    from privacy._blind import JoinRequest, PsiError
+
+    try:
+        return len(set(JoinRequest.from_bytes(inputs["request"]).points))
+    except (PsiError, KeyError):
+        return None
+
+
+def _k_reasons(items: int | None, policy: Any, why: str) -> list[str]:
+    """The submit-time k check of a blinded set (the worker's own check, done before approval).
+
+    Below ``sandbox.psi_min_items`` the service already refuses (its own reason), so this adds a
+    reason only for ``psi_min_items ≤ items < min_group_size_k``.
+    """
+    k = policy.min_group_size_k
+    if items is None or items < policy.psi_min_items or items >= k:
+        return []
+    return [
+        f"inputs.request: the request holds {items} distinct item(s), under "
+        f"sandbox.min_group_size_k = {k}: {why} (集合规模低于 k)"
+    ]

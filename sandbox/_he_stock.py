@@ -12,18 +12,26 @@ Layout (under the sandbox's folder, ``Sandbox.root`` = ``<GOVDX_HOME>/sandbox``)
     sandbox/stock/                          0700
         paillier/<dataset code>/            0700
             <created>-<bits>-<count>-<id>.pack      0600, one key pack (written atomically)
+        used/                               0700
+            <pack id>                       0600, one marker per pack ever claimed
 
 ``stock`` can never be a job id (ids are 22 URL-safe characters; a reveal's ``join_job`` must
 match 8–64). **Single use**: a join claims a pack by ``rename(2)`` into its own state folder
 (``<job>/state/he_pack.pack``) — atomic on one file system, so of two concurrent claimers of the
 same pack exactly one succeeds and the other moves on to another pack or to the fresh path; the
 claimed file is deleted once the join has encrypted (or failed). A pack is never reused: a key or
-obfuscator shared by two joins would let requesters link rows or difference plaintexts.
+obfuscator shared by two joins would let requesters link rows or difference plaintexts. Because a
+file can come back (restored from a backup, copied by hand), each claim also creates the marker
+``stock/used/<pack id>`` with ``O_CREAT | O_EXCL`` (0600, fsynced) after checking the pack's header
+names that id; a pack whose marker exists is destroyed unused and audited
+(``he_stock.reuse_refused``). Markers are never deleted (a few bytes per pack).
 
 Roles: a steward of the dataset's owning department or an admin makes and lists packs; each
 pack made (and each refusal) is an audit entry (``he_stock.make``, ``he_stock.refuse``); the
-claim is recorded in the join's job summary (``key_source``, ``stock_pack``), which the service
-writes into the audit entry of the job's outcome.
+claim is an audit entry ``he_stock.claim`` by the worker, and is recorded in the join's job
+summary (``key_source``, ``stock_pack``). :meth:`HeStock.list` shows only packs a join could
+claim: not one whose header names another dataset or pack id than its folder and file name, not
+one already claimed.
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ __all__ = [
 
 STOCK_DIR = "stock"
 SCHEME_DIR = "paillier"
+#: ``stock/used/<pack id>``: a marker per claimed pack (never reused, even if the file returns)
+USED_DIR = "used"
 PACK_SUFFIX = ".pack"
 #: the claimed pack's name inside ``<job>/state/``
 CLAIM_FILE = "he_pack.pack"
@@ -120,7 +130,41 @@ class HeStock:
         self, sandbox_root: Path, *, audit: Callable[[str, dict[str, Any]], None] | None = None
     ) -> None:
         self.root = Path(sandbox_root) / STOCK_DIR / SCHEME_DIR
+        self.used_dir = Path(sandbox_root) / STOCK_DIR / USED_DIR
         self._audit = audit
+
+    def was_claimed(self, pack_id: str) -> bool:
+        """Whether a pack of this id was ever claimed (its ``used/`` marker exists)."""
+        return (self.used_dir / pack_id).exists()
+
+    def _mark_claimed(self, pack_id: str, details: dict[str, Any]) -> bool:
+        """Create ``used/<pack_id>`` (O_CREAT | O_EXCL, 0600, fsynced; folder 0700).
+
+        Returns:
+            False when the marker already exists (the pack was claimed before).
+
+        Raises:
+            SandboxError: the marker cannot be written (the pack is then not used).
+        """
+        import json
+
+        try:
+            self.used_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.used_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self.used_dir, 0o700)
+            fd = os.open(self.used_dir / pack_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise SandboxError(
+                f"{self.used_dir}: cannot record the claim of {pack_id}: {exc}"
+            ) from exc
+        try:
+            os.write(fd, json.dumps(details, sort_keys=True).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
 
     def dataset_dir(self, code: str, *, create: bool = False) -> Path:
         """``stock/paillier/<code>`` (made 0700, with its parents, when ``create``).
@@ -196,8 +240,31 @@ class HeStock:
                 )
         return out
 
-    def list(self, code: str | None = None) -> list[PackInfo]:
-        """Packs in the stock (of ``code``, or all), by dataset then creation time."""
+    def list(self, code: str | None = None, *, verify: bool = True) -> list[PackInfo]:
+        """Packs in the stock (of ``code``, or all), by dataset then creation time.
+
+        Args:
+            code: one dataset, or None for all.
+            verify: read each pack's header line (not its obfuscators) and leave out a pack
+                whose header names another dataset or pack id than its folder and file name,
+                an unreadable one, and one already claimed (``used/`` marker). False: file
+                names only (what :meth:`claim` walks; it checks each pack it takes).
+        """
+        out = self._named(code)
+        return [i for i in out if self._claimable(i)] if verify else out
+
+    def _claimable(self, info: PackInfo) -> bool:
+        from privacy._paillier import HeError, KeyPack
+
+        if self.was_claimed(info.pack_id):
+            return False
+        try:
+            meta = KeyPack.read_meta(info.path)["meta"]
+        except HeError:
+            return False
+        return meta.get("dataset") == info.dataset and meta.get("pack_id") == info.pack_id
+
+    def _named(self, code: str | None) -> list[PackInfo]:
         if not self.root.is_dir():
             return []
         codes = (
@@ -222,7 +289,10 @@ class HeStock:
         smaller one (the join makes fresh obfuscators for the rest). The pack is renamed into
         ``dest_dir/he_pack.pack`` — atomic, so a pack another claimer took is skipped — then
         loaded and checked (its header names ``code`` and ``bits``; two obfuscators are spot
-        checked). A claimed pack that fails the check is deleted and the next one tried.
+        checked; its header's pack id must be its file name's). A claimed pack that fails the
+        check is deleted and the next one tried. Then the claim is recorded durably
+        (``used/<pack id>``, O_EXCL): a pack claimed before — a copy put back — is deleted
+        unused, audited ``he_stock.reuse_refused``, and the next one tried.
 
         Returns:
             The :class:`ClaimedPack`, or None when the stock holds no usable pack.
@@ -235,7 +305,7 @@ class HeStock:
         dest = Path(dest_dir) / CLAIM_FILE
         if dest.exists():
             raise SandboxError(f"{dest}: a claimed key pack is already there (never reused)")
-        packs = [i for i in self.list(code) if i.bits == bits]
+        packs = [i for i in self.list(code, verify=False) if i.bits == bits]
         cover = sorted((i for i in packs if i.count >= need), key=lambda i: (i.count, i.created))
         rest = sorted((i for i in packs if i.count < need), key=lambda i: (-i.count, i.created))
         for info in cover + rest:
@@ -250,8 +320,27 @@ class HeStock:
                     raise HeError(f"pack {info.pack_id} is for {meta.get('dataset')!r}")
                 if len(pack.pool) != info.count:
                     raise HeError(f"pack {info.pack_id} holds {len(pack.pool)} obfuscators")
+                if meta.get("pack_id") != info.pack_id:
+                    raise HeError(f"pack {info.pack_id} is named {meta.get('pack_id')!r} inside")
             except HeError:
                 dest.unlink(missing_ok=True)  # claimed, unusable: destroyed, never put back
+                continue
+            fingerprint = pack.public.fingerprint
+            facts = {"dataset": code, "pack": info.pack_id, "fingerprint": fingerprint}
+            try:
+                fresh = self._mark_claimed(
+                    info.pack_id, {**facts, "claimed": datetime.now(UTC).isoformat()}
+                )
+            except SandboxError:
+                dest.unlink(missing_ok=True)
+                raise
+            if not fresh:  # a copy of a pack claimed before: its key is in another join
+                dest.unlink(missing_ok=True)
+                if self._audit is not None:
+                    self._audit(
+                        "he_stock.reuse_refused",
+                        {**facts, "reason": "pack claimed before (已使用的密钥包, 已销毁)"},
+                    )
                 continue
             if self._audit is not None:
                 self._audit(

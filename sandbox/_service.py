@@ -331,12 +331,15 @@ class Sandbox:
         decision = evaluate_policy(spec, contract, u, usage=usage)
         reasons = list(decision.reasons) if not decision.allowed else []
         items = getattr(comp, "input_items", lambda _inputs: None)(inputs)
-        min_items = sandbox_policy(contract).psi_min_items
+        policy = sandbox_policy(contract)
+        min_items = policy.psi_min_items
         if items is not None and items < min_items:
             reasons.append(
                 f"inputs.request: the request holds {items} distinct item(s), fewer than "
                 f"sandbox.psi_min_items = {min_items} (集合过小，可能用于单个主体查询)"
             )
+        # a computation's own floor on the request (e.g. psi_sum's and he_cohort's k)
+        reasons += getattr(comp, "check_input_items", lambda *_a: [])(items, params, policy)
         if not ds.published:
             reasons.append(
                 f"dataset {contract.code} is not published in the catalog (未发布的目录不受理作业)"

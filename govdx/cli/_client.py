@@ -355,7 +355,8 @@ def psi_sum_finish_command(
         client.save(state)
     except GovdxError as exc:
         fail(exc)
-    doc = {"cardinality": client.cardinality, "unmask_request": str(out)}
+    made = len(client._s.get("unmask_sm3", []))
+    doc = {"cardinality": client.cardinality, "unmask_request": str(out), "unmask_requests": made}
     if as_json:
         print_json(doc)
     else:
@@ -363,6 +364,11 @@ def psi_sum_finish_command(
             f"intersection cardinality (交集数量): {client.cardinality}; submit psi_sum with "
             f"phase: reveal, join_job: <join job id>, inputs: {{request: {out.name}}}"
         )
+        if made > 1:
+            console.print(
+                f"  finished again (再次完成): same mask ρ, so any of the {made} unmask requests "
+                "this state made reveals; one reveal per join"
+            )
 
 
 @psi_sum_app.command("reveal")

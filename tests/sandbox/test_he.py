@@ -6,6 +6,7 @@ or budget are refused before any encryption; small groups suppressed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from decimal import Decimal
@@ -17,9 +18,17 @@ import pyarrow as pa
 import pytest
 from sandbox_testdata import AGG_POLICY, publish_dataset, tax_contract, valid_usccs
 
-from privacy._blind import KIND_UNMASK_REQUEST, JoinRequest, PiSumClient, pisum_pack
+from privacy._blind import (
+    KIND_UNMASK_REQUEST,
+    JoinRequest,
+    JoinResponse,
+    PiSumClient,
+    pisum_pack,
+)
+from privacy._digest import sm3_hex
 from privacy._dp import laplace_accuracy
 from privacy._paillier import HeDecryptionError, PhePaillier, PublicKey
+from privacy._psi import PsiError
 from sandbox import JobSpecError, PolicyRefused, Sandbox, decrypt_he_sum, parse_job_spec
 from sandbox._he import clamp_ints, psi_sum_noise, sum_sensitivity
 from sandbox._ledger import BudgetExceeded, budget_status
@@ -105,6 +114,65 @@ def run_approved(box: Sandbox, s) -> dict:
 
 
 PSI_PARAMS = {"column": "taxpayer_id", "value_column": "tax_paid", "max_items": 100}
+
+
+def stored_job(
+    box: Sandbox,
+    comp: str,
+    params: dict,
+    *,
+    code: str = CODE,
+    requester: str = "bank",
+    state: str = "succeeded",
+    attempts: int = 1,
+) -> str:
+    """A job row as the service stores it, without running it: the first job a reveal or a
+    cohort sum names, for submit-time checks that read the job table only."""
+    import secrets
+
+    from catalog._db import utcnow
+    from sandbox._models import Job
+
+    jid = secrets.token_urlsafe(16)
+    doc = {
+        "purpose": "测试",
+        "legal_basis": "测试",
+        "dataset": code,
+        "version": 0,
+        "requester": requester,
+        "computation": {"name": comp, "params": params},
+        "inputs": {"request": "inputs/request"},
+    }
+    now = utcnow()
+    with box.factory.begin() as s:
+        s.add(
+            Job(
+                id=jid,
+                requester=requester,
+                dataset_code=code,
+                delta_version=0,
+                computation=comp,
+                spec_json=json.dumps(doc),
+                state=state,
+                attempts=attempts,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return jid
+
+
+def forget_job(box: Sandbox, job_id: str) -> None:
+    """Make the job table say a job never ran (as if a second job had been submitted in the same
+    instant as the first): what is left to stop the second is the worker's own check."""
+    from sandbox._models import Job
+
+    with box.factory.begin() as s:
+        s.query(Job).filter_by(id=job_id).update({"state": "cancelled", "attempts": 0})
+
+
+def stored_join(box: Sandbox, code: str = CODE, **kw) -> str:
+    return stored_job(box, "psi_sum", {**PSI_PARAMS, "phase": "join"}, code=code, **kw)
 
 
 def per_id_fen(table: pa.Table) -> dict[str, int]:
@@ -198,8 +266,13 @@ def test_psi_sum_equals_clamped_sum_plus_noise_and_hides_identifiers(he_box, tmp
     assert job2["result"]["summary"]["scale"] == scale
     released = client.reveal(he_box.result(job2["id"], user="bank").data)
     assert abs(released - expected) <= tol
-    # one reveal per join: the department key is gone
-    job3 = run_approved(he_box, spec({"name": "psi_sum", "params": reveal}, {"request": str(um)}))
+    # one reveal per join: refused at submit (names the reveal that used it) ...
+    again = spec({"name": "psi_sum", "params": reveal}, {"request": str(um)})
+    with pytest.raises(PolicyRefused, match=rf"already has reveal job {job2['id']} \(released\)"):
+        he_box.submit(again, user="bank")
+    # ... and by the worker, whose key is gone (a reveal that slipped past the submit check)
+    forget_job(he_box, job2["id"])
+    job3 = run_approved(he_box, again)
     assert job3["state"] == "failed" and "one reveal per join" in job3["reason"]
 
 
@@ -218,20 +291,54 @@ def test_psi_sum_tampered_unmask_fails(he_box, tmp_path, ids):
         he_box, spec({"name": "psi_sum", "params": reveal}, {"request": str(tmp_path / "u.bin")})
     )
     assert job2["state"] == "succeeded"
-    with pytest.raises(HeDecryptionError):
-        client.reveal(he_box.result(job2["id"], user="bank").data)
+    answer = he_box.result(job2["id"], user="bank").data
+    # V names the U it answered: not one this state made
+    with pytest.raises(PsiError, match=r"an unmask request this state did not make"):
+        client.reveal(answer)
+    # without that name (an older department) the decryption is out of range
+    from privacy._blind import KIND_UNMASK_RESPONSE, pisum_unpack
+
+    header, body = pisum_unpack(answer, KIND_UNMASK_RESPONSE, "V")
+    assert header["unmask_sm3"] == sm3_hex(bytes(unmask))
+    del header["unmask_sm3"]
+    with pytest.raises(HeDecryptionError, match="tampered, wrong key, or an unmask request"):
+        client.reveal(pisum_pack(KIND_UNMASK_RESPONSE, header, body))
 
 
-def test_psi_sum_set_under_k_fails_before_encryption(he_box, tmp_path, ids):
-    _client, request, _ = PiSumClient.create(ids[:3], element="uscc")
-    (tmp_path / "j.bin").write_bytes(request.to_bytes())
-    job = run_approved(
-        he_box,
-        spec({"name": "psi_sum", "params": PSI_PARAMS}, {"request": str(tmp_path / "j.bin")}),
-    )
-    assert job["state"] == "failed"
-    assert "holds 3 items, under sandbox.min_group_size_k = 10" in job["reason"]
-    assert not (he_box.job_dir(job["id"]) / "state").exists()
+def test_psi_sum_and_cohort_sets_under_k_refused_at_submit(he_box, settings, tmp_path, ids):
+    """A join or offer request under psi_min_items or min_group_size_k distinct points is refused
+    at submit (before two approvers see it), not in the worker; approvers see the count."""
+    small = 12  # k = 12 > psi_min_items = 5 on this dataset
+    policy = {**HE_POLICY, "allowed_computations": ["psi_sum", "he_cohort"], "min_group_size_k": small,
+              "psi_min_items": 5, "psi_keep_cohort_allowed": True}  # fmt: skip
+    publish_dataset(settings, he_contract(policy, code="SWJ-H010", name="tax_k12"), he_table(ids))
+    req = tmp_path / "j.bin"
+
+    def submit(comp: str, points: list[bytes]) -> dict:
+        req.write_bytes(JoinRequest("uscc", points).to_bytes())
+        params = PSI_PARAMS if comp == "psi_sum" else COHORT_PARAMS
+        s = spec({"name": comp, "params": params}, {"request": str(req)})
+        return he_box.submit(s.model_copy(update={"dataset": "SWJ-H010"}), user="bank")
+
+    _client, request, _ = PiSumClient.create(ids[:small], element="uscc")
+    pts = request.points
+    for comp in ("psi_sum", "he_cohort"):
+        with pytest.raises(
+            PolicyRefused,
+            match=r"holds 3 distinct item\(s\), fewer than sandbox\.psi_min_items = 5",
+        ):
+            submit(comp, pts[:3])
+        with pytest.raises(
+            PolicyRefused,
+            match=r"holds 11 distinct item\(s\), under sandbox\.min_group_size_k = 12",
+        ):
+            submit(comp, pts[:11])
+        with pytest.raises(PolicyRefused, match=r"holds 1 distinct item\(s\)"):
+            submit(comp, [pts[0]] * small)  # one identifier repeated is one item
+        job = submit(comp, pts)
+        assert (job["state"], job["request_items"]) == ("awaiting_approval", small)
+    refusals = [e for e in he_box.audit.store.entries() if e.action == "job.refuse"]
+    assert len(refusals) == 6
 
 
 def test_he_sum_grouped_totals_equal_plaintext(he_box, ids, keys):
@@ -403,14 +510,26 @@ def test_psi_sum_reveal_budget_refusals(he_box, tmp_path):
             spec({"name": "psi_sum", "params": {**base, "epsilon": "1001"}}, {"request": req}),
             user="bank",
         )
-    for eps in ("1000", "1000"):  # reserved at submit: 2000 of 2001
+    for eps in ("1000", "1000"):  # reserved at submit: 2000 of 2001 (one reveal per join)
         he_box.submit(
-            spec({"name": "psi_sum", "params": {**base, "epsilon": eps}}, {"request": req}),
+            spec(
+                {
+                    "name": "psi_sum",
+                    "params": {**base, "epsilon": eps, "join_job": stored_join(he_box)},
+                },
+                {"request": req},
+            ),
             user="bank",
         )
     with pytest.raises(BudgetExceeded, match=r"asks ε = 3/2.*remaining ε = 1 "):
         he_box.submit(
-            spec({"name": "psi_sum", "params": {**base, "epsilon": "3/2"}}, {"request": req}),
+            spec(
+                {
+                    "name": "psi_sum",
+                    "params": {**base, "epsilon": "3/2", "join_job": stored_join(he_box)},
+                },
+                {"request": req},
+            ),
             user="bank",
         )
     with he_box.factory() as s:
@@ -608,24 +727,25 @@ def test_he_cohort_totals_equal_plaintext_over_the_intersection(
     }
     assert out["suppressed_groups"] == 1 and out["dp"] is None
     assert "epsilon" not in job["result"]["summary"]
-    # one sum per offer: the state is gone
-    again = run_approved(
-        cohort_box,
-        cohort_spec(
-            {
-                "name": "he_cohort",
-                "params": {
-                    **COHORT_PARAMS,
-                    "phase": "sum",
-                    "offer_job": offer["id"],
-                    "value_column": "tax_paid",
-                    "public_key": pk.to_json(),
-                },
+    # one sum per offer: refused at submit, and by the worker (the state is gone)
+    again_spec = cohort_spec(
+        {
+            "name": "he_cohort",
+            "params": {
+                **COHORT_PARAMS,
+                "phase": "sum",
+                "offer_job": offer["id"],
+                "value_column": "tax_paid",
+                "public_key": pk.to_json(),
             },
-            {"request": str(tmp_path / "d.bin")},
-            code=EXACT_CODE,
-        ),
+        },
+        {"request": str(tmp_path / "d.bin")},
+        code=EXACT_CODE,
     )
+    with pytest.raises(PolicyRefused, match=rf"already has sum job {job['id']} \(released\)"):
+        cohort_box.submit(again_spec, user="bank")
+    forget_job(cohort_box, job["id"])
+    again = run_approved(cohort_box, again_spec)
     assert again["state"] == "failed" and "one sum per offer" in again["reason"]
     # nothing was charged: the contract has no budget
     with cohort_box.factory() as s:
@@ -715,7 +835,8 @@ def test_he_cohort_dp_terms_refused_at_submit(cohort_box, settings, tmp_path, id
         PolicyRefused, match=r"SWJ-H006 has no sandbox\.dp block.*leave epsilon out"
     ):
         submit({**base, "epsilon": "1/2"}, code=EXACT_CODE)
-    submit(base, code=EXACT_CODE)  # exact totals where no dp block is declared
+    offer = stored_job(cohort_box, "he_cohort", COHORT_PARAMS, code=EXACT_CODE)
+    submit({**base, "offer_job": offer}, code=EXACT_CODE)  # exact totals: no dp block here
     st = _cohort_budget(cohort_box)
     assert (st.epsilon_spent, st.epsilon_held) == (0, 0)  # no refused job reserved anything
 
@@ -724,8 +845,9 @@ def test_he_cohort_dp_ledger_charged_exactly(cohort_box, tmp_path, keys):
     req = _fake_reply(tmp_path)
     base = {**SUM_PARAMS, "public_key": keys[0].to_json()}
 
-    def submit(eps: str) -> dict:
-        params = {**base, "epsilon": eps}
+    def submit(eps: str) -> dict:  # one sum per offer: each names an offer of its own
+        offer = stored_job(cohort_box, "he_cohort", COHORT_PARAMS, code=COHORT_CODE)
+        params = {**base, "epsilon": eps, "offer_job": offer}
         s = cohort_spec({"name": "he_cohort", "params": params}, {"request": req})
         return cohort_box.submit(s, user="bank")
 
@@ -749,8 +871,8 @@ def test_he_cohort_dp_ledger_charged_exactly(cohort_box, tmp_path, keys):
             cohort_spec(
                 {
                     "name": "psi_sum",
-                    "params": {**PSI_PARAMS, "phase": "reveal", "join_job": "B" * 22,
-                               "epsilon": "1/1000"},
+                    "params": {**PSI_PARAMS, "phase": "reveal", "epsilon": "1/1000",
+                               "join_job": stored_join(cohort_box, COHORT_CODE)},
                 },
                 {"request": _fake_unmask(tmp_path)},
             ),
@@ -1040,30 +1162,63 @@ def test_psi_sum_reveal_works_with_the_stock_key(stock_box, tmp_path, ids, keys)
         ),
     )
     assert job["result"]["summary"]["key_source"] == "stock"
-    (tmp_path / "u.bin").write_bytes(client.finish(stock_box.result(job["id"], user="bank").data))
-    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": job["id"], "epsilon": "1000"}
-    job2 = run_approved(
-        stock_box,
-        parse_job_spec(
-            {
-                **base,
-                "dataset": STOCK_CODE,
-                "computation": {"name": "psi_sum", "params": reveal},
-                "inputs": {"request": str(tmp_path / "u.bin")},
-            }
-        ),
-    )
-    assert job2["state"] == "succeeded", job2["reason"]
-    data = stock_box.result(job2["id"], user="bank").data
-    released = client.reveal(data)
-    assert abs(released - expected) <= 30 * DELTA_FEN / 1000  # ε = 1000: scale 10^5 fen
-    assert not (stock_box.job_dir(job["id"]) / "state" / "psi_sum.json").exists()
-    # the client CLI prints the DP terms beside the sum
     from typer.testing import CliRunner
 
     from govdx.cli._client import client_app
 
+    joined = stock_box.result(job["id"], user="bank").data
+    (tmp_path / "k.bin").write_bytes(joined)
     client.save(tmp_path / "s.json")
+    client.save(tmp_path / "copy.json")  # a copy of the state, finished on its own below
+
+    def finish(state: str, out: str) -> object:
+        return CliRunner().invoke(
+            client_app,
+            ["psi-sum", "finish", "--result", str(tmp_path / "k.bin"), "--state",
+             str(tmp_path / state), "--out", str(tmp_path / out), "--json"],
+        )  # fmt: skip
+
+    # finish run twice: the second reuses ρ, so the FIRST unmask request still reveals
+    for made, out in enumerate(("u.bin", "u2.bin"), start=1):
+        res = finish("s.json", out)
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["cardinality"] == 20
+        assert json.loads(res.stdout)["unmask_requests"] == made
+    assert (tmp_path / "u.bin").read_bytes() != (tmp_path / "u2.bin").read_bytes()
+    assert finish("copy.json", "u3.bin").exit_code == 0  # another ρ
+    # finishing a state with another join response (same request) is refused, state unchanged
+    other = JoinResponse.from_bytes(joined)
+    other = dataclasses.replace(other, pairs=other.pairs[:-1]).to_bytes()
+    done = PiSumClient.load(tmp_path / "s.json")
+    before = dict(done._s)
+    with pytest.raises(PsiError, match="already finished another join response"):
+        done.finish(other)
+    assert done._s == before and len(before["unmask_sm3"]) == 2
+    # another requester cannot reveal bank's join (submit-time, nothing reserved)
+    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": job["id"], "epsilon": "1000"}
+    reveal_spec = parse_job_spec(
+        {
+            **base,
+            "dataset": STOCK_CODE,
+            "computation": {"name": "psi_sum", "params": reveal},
+            "inputs": {"request": str(tmp_path / "u.bin")},
+        }
+    )
+    with pytest.raises(PolicyRefused, match=rf"job {job['id']} was submitted by another"):
+        stock_box.submit(reveal_spec, user="bank2")
+    job2 = run_approved(stock_box, reveal_spec)
+    assert job2["state"] == "succeeded", job2["reason"]
+    data = stock_box.result(job2["id"], user="bank").data
+    client = PiSumClient.load(tmp_path / "s.json")
+    released = client.reveal(data)
+    assert abs(released - expected) <= 30 * DELTA_FEN / 1000  # ε = 1000: scale 10^5 fen
+    assert not (stock_box.job_dir(job["id"]) / "state" / "psi_sum.json").exists()
+    # the copy's ρ is not the one the reveal answered: said so, not "tampered or wrong key"
+    with pytest.raises(
+        PsiError, match=r"an unmask request this state did not make \(响应与请求不匹配\)"
+    ):
+        PiSumClient.load(tmp_path / "copy.json").reveal(data)
+    # the client CLI prints the DP terms beside the sum
     (tmp_path / "v.bin").write_bytes(data)
     args = [
         "psi-sum",
@@ -1101,7 +1256,7 @@ def test_two_claims_never_get_the_same_pack(box, keys, tmp_path, monkeypatch):
     (tmp_path / "C").mkdir()
     first = stock.claim(CODE, bits=2048, need=30, dest_dir=tmp_path / "A")
     assert first is not None and first.info.pack_id == p1  # the smallest that covers
-    monkeypatch.setattr(HeStock, "list", lambda self, code=None: stale)
+    monkeypatch.setattr(HeStock, "list", lambda self, code=None, **kw: stale)
     second = stock.claim(CODE, bits=2048, need=30, dest_dir=tmp_path / "B")
     assert second is not None and second.info.pack_id == p2  # p1's rename failed: next one
     assert stock.claim(CODE, bits=2048, need=30, dest_dir=tmp_path / "C") is None
@@ -1231,6 +1386,20 @@ def test_he_cohort_through_the_client_cli(cohort_box, tmp_path, ids, keys):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["offered"] == 60
+    # the state of another request does not fit this offer: refused, not a silent wrong reply
+    other = runner.invoke(
+        client_app,
+        ["he-cohort", "request", "--ids", str(tmp_path / "ids.csv"), "--column", "uscc",
+         "--out", str(tmp_path / "J2.bin"), "--state", str(tmp_path / "other.json")],
+    )  # fmt: skip
+    assert other.exit_code == 0, other.output
+    bad = runner.invoke(
+        client_app,
+        ["he-cohort", "reply", "--result", str(tmp_path / "C.bin"), "--state",
+         str(tmp_path / "other.json"), "--out", str(tmp_path / "D3.bin")],
+    )  # fmt: skip
+    assert bad.exit_code == 1 and "响应与请求不匹配" in bad.output
+    assert "answers another request" in bad.output and not (tmp_path / "D3.bin").exists()
     params = {
         **COHORT_PARAMS,
         "phase": "sum",
@@ -1239,10 +1408,12 @@ def test_he_cohort_through_the_client_cli(cohort_box, tmp_path, ids, keys):
         "public_key": pk.to_json(),
         "epsilon": "1000",  # the contract declares sandbox.dp: noisy totals
     }
-    job = run_approved(
-        cohort_box,
-        cohort_spec({"name": "he_cohort", "params": params}, {"request": str(tmp_path / "D.bin")}),
+    sum_spec = cohort_spec(
+        {"name": "he_cohort", "params": params}, {"request": str(tmp_path / "D.bin")}
     )
+    with pytest.raises(PolicyRefused, match=rf"job {offer['id']} was submitted by another"):
+        cohort_box.submit(sum_spec, user="bank2")  # another requester cannot burn bank's offer
+    job = run_approved(cohort_box, sum_spec)
     assert job["state"] == "succeeded", job["reason"]
     assert job["result"]["summary"]["cohort"] == 14
     data = cohort_box.result(job["id"], user="bank").data
@@ -1281,3 +1452,113 @@ def test_he_cohort_through_the_client_cli(cohort_box, tmp_path, ids, keys):
          "--out", str(tmp_path / "D2.bin"), "--json"],
     )  # fmt: skip
     assert bad.exit_code == 1 and "expected 'C'" in bad.output
+
+
+# --- the second job must name the requester's own, unused first job (submit-time) ---------------
+def test_reveal_and_cohort_sum_name_the_requesters_own_unused_first_job(
+    cohort_box, settings, tmp_path, ids, keys
+):
+    """A psi_sum reveal (he_cohort sum) is refused at submit — before approval, nothing reserved —
+    unless it names an existing psi_sum join (he_cohort offer) of the same requester, on the same
+    dataset, succeeded or released, with no other reveal (sum) already naming it."""
+    from sandbox._ledger import DpLedgerEntry
+
+    unmask, reply = _fake_unmask(tmp_path), _fake_reply(tmp_path)
+    reveal = {**PSI_PARAMS, "phase": "reveal", "epsilon": "1/2"}
+    csum = {**SUM_PARAMS, "public_key": keys[0].to_json(), "epsilon": "1/2"}
+
+    def submit(comp: str, params: dict, user: str = "bank", code: str = COHORT_CODE) -> dict:
+        inp = unmask if comp == "psi_sum" else reply
+        s = cohort_spec({"name": comp, "params": params}, {"request": inp}, code=code)
+        return cohort_box.submit(s, user=user)
+
+    join = stored_join(cohort_box, COHORT_CODE)
+    offer = stored_job(cohort_box, "he_cohort", COHORT_PARAMS, code=COHORT_CODE)
+    refused = [
+        ("psi_sum", "join_job", "A" * 22, r"join_job: there is no job A{22}"),
+        ("psi_sum", "join_job", stored_join(cohort_box, COHORT_CODE, requester="bank2"),
+         r"was submitted by another requester; only its own requester may reveal it"),
+        ("psi_sum", "join_job", offer, r"is a he_cohort job, not a psi_sum join"),
+        ("psi_sum", "join_job", stored_join(cohort_box, CODE),
+         r"ran on dataset SWJ-H001, not SWJ-H003"),
+        ("psi_sum", "join_job", stored_join(cohort_box, COHORT_CODE, state="running"),
+         r"is running \(运行中\); the reveal phase needs it succeeded or released"),
+        ("he_cohort", "offer_job", stored_job(cohort_box, "he_cohort", COHORT_PARAMS,
+                                              code=COHORT_CODE, requester="bank2"),
+         r"only its own requester may sum it"),
+        ("he_cohort", "offer_job", join, r"is a psi_sum job of phase 'join', not a he_cohort offer"),
+    ]  # fmt: skip
+    for comp, key, first, match in refused:
+        params = {**(reveal if comp == "psi_sum" else csum), key: first}
+        with pytest.raises(PolicyRefused, match=match):
+            submit(comp, params)
+        assert first in str(cohort_box.audit.store.entries()[-1].details["reason"])
+    # the refusals reserved nothing; bank2 was never charged for bank's join
+    with cohort_box.factory() as s:
+        assert s.query(DpLedgerEntry).count() == 0
+    # bank's own join and offer: accepted once each, then "one reveal / one sum per first job"
+    first_reveal = submit("psi_sum", {**reveal, "join_job": join})
+    first_sum = submit("he_cohort", {**csum, "offer_job": offer})
+    assert first_reveal["state"] == first_sum["state"] == "awaiting_approval"
+    with pytest.raises(PolicyRefused, match=rf"already has reveal job {first_reveal['id']} "):
+        submit("psi_sum", {**reveal, "join_job": join})
+    with pytest.raises(PolicyRefused, match=rf"already has sum job {first_sum['id']} "):
+        submit("he_cohort", {**csum, "offer_job": offer})
+    # a cancelled reveal never used the key: the join may be revealed again
+    cohort_box.cancel(first_reveal["id"], user="bank")
+    assert submit("psi_sum", {**reveal, "join_job": join})["state"] == "awaiting_approval"
+    # a sum that started consumed its offer, whatever became of it (the state is deleted)
+    used = stored_job(cohort_box, "he_cohort", COHORT_PARAMS, code=COHORT_CODE)
+    stored_job(cohort_box, "he_cohort", {**csum, "offer_job": used}, code=COHORT_CODE,
+               state="cancelled", attempts=1)  # fmt: skip
+    with pytest.raises(PolicyRefused, match=r"already has sum job .* \(cancelled\)"):
+        submit("he_cohort", {**csum, "offer_job": used})
+    # exact totals (no sandbox.dp: no ε, no ledger) are checked just the same
+    publish_dataset(settings, he_contract(EXACT_POLICY, EXACT_CODE, "tax_exact"), he_table(ids))
+    exact = {k: v for k, v in csum.items() if k != "epsilon"}
+    theirs = stored_job(cohort_box, "he_cohort", COHORT_PARAMS, code=EXACT_CODE, requester="bank2")
+    with pytest.raises(PolicyRefused, match=rf"offer_job: job {theirs} was submitted by another"):
+        submit("he_cohort", {**exact, "offer_job": theirs}, code=EXACT_CODE)
+    mine = stored_job(cohort_box, "he_cohort", COHORT_PARAMS, code=EXACT_CODE)
+    assert submit("he_cohort", {**exact, "offer_job": mine}, code=EXACT_CODE)["state"] == (
+        "awaiting_approval"
+    )
+
+
+def test_a_pack_put_back_after_its_claim_is_destroyed_not_reused(box, keys, tmp_path):
+    """A pack file restored after its claim (a backup) or copied under another name is never
+    claimed again: the claim left a durable marker; the copy is destroyed and audited."""
+    from sandbox._he_stock import HeStock
+
+    events: list[tuple[str, dict]] = []
+    stock = HeStock(box.root, audit=lambda e, d: events.append((e, d)))
+    pid = put_pack(box, keys[1], CODE, 20)
+    path = stock.dataset_dir(CODE) / f"{pid}.pack"
+    backup = path.read_bytes()
+    for d in ("A", "B", "C"):
+        (tmp_path / d).mkdir()
+    first = stock.claim(CODE, bits=2048, need=10, dest_dir=tmp_path / "A")
+    assert first is not None and first.info.pack_id == pid
+    first.burn()
+    marker = stock.used_dir / pid
+    assert (marker.stat().st_mode & 0o777, stock.used_dir.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert json.loads(marker.read_text())["fingerprint"] == keys[1].public.fingerprint
+    path.write_bytes(backup)  # restored from a backup
+    assert stock.list(CODE) == []  # not shown as stock
+    assert [i.pack_id for i in stock.list(CODE, verify=False)] == [pid]
+    assert stock.claim(CODE, bits=2048, need=10, dest_dir=tmp_path / "B") is None
+    assert not path.exists() and list((tmp_path / "B").iterdir()) == []
+    assert [e for e, _ in events] == ["he_stock.claim", "he_stock.reuse_refused"]
+    assert (events[1][1]["pack"], events[1][1]["dataset"]) == (pid, CODE)
+    # the same bytes under a fresh name: the header's pack id is not the file's; destroyed
+    renamed = stock.dataset_dir(CODE) / f"{pid[:-8]}{'z' * 8}.pack"
+    renamed.write_bytes(backup)
+    assert stock.list(CODE) == []
+    assert stock.claim(CODE, bits=2048, need=10, dest_dir=tmp_path / "C") is None
+    assert not renamed.exists() and len(events) == 2
+    # a pack whose header names another dataset than its folder is not listed either
+    other = put_pack(box, keys[1], "SWJ-OTHER", 5, tag="o")
+    moved = stock.dataset_dir("SWJ-OTHER") / f"{other}.pack"
+    moved.rename(stock.dataset_dir(CODE) / moved.name)
+    assert stock.list(CODE) == [] and stock.list() == []
+    assert [i.pack_id for i in stock.list(verify=False)] == [other]
