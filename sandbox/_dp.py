@@ -1178,7 +1178,7 @@ def demo_dp_step(
     settings: Any,
     *,
     dataset: str = "RSJ-0001",
-    analyst: str = "dsj_analyst",
+    analyst: str = "bdb_analyst",
     steward: str = "rsj_steward",
     reviewer: str = "dp_reviewer",
     epsilon: str = "1/2",

@@ -9,7 +9,7 @@ Examples::
     govdx sandbox approve JOB_ID --user swj_steward
     govdx sandbox worker --once
     govdx sandbox result JOB_ID --user bank --out response.bin
-    govdx sandbox budget --requester dsj_analyst --dataset RSJ-0001
+    govdx sandbox budget --requester bdb_analyst --dataset RSJ-0001
     govdx sandbox he-stock make --dataset SWJ-0001 --packs 2 --user swj_steward
     govdx sandbox he-stock list --user swj_steward
 """
