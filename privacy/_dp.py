@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -57,6 +58,17 @@ def enable_opendp() -> Any:
     return dp
 
 
+#: Exponent bound of a privacy parameter written as text or Decimal: Fraction("1e999999999")
+#: would build a 10^999999999 integer (minutes of CPU, a denial of service of the API).
+_MAX_EXPONENT = 30
+#: ε/δ text: ASCII only (``str.isdigit`` also accepts other scripts' digits), bounded length.
+_BUDGET_TEXT = re.compile(
+    r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,2})?"
+    r"|[+-]?[0-9]{1,30}/[0-9]{1,30}",
+    re.ASCII,
+)
+
+
 def parse_budget(value: Any, *, key: str = "epsilon", allow_zero: bool = False) -> Fraction:
     """Parse a privacy parameter (ε or δ) to an exact rational.
 
@@ -85,6 +97,8 @@ def parse_budget(value: Any, *, key: str = "epsilon", allow_zero: bool = False) 
         if isinstance(value, Fraction):
             out = value
         elif isinstance(value, int):
+            if abs(value) >= 10**_MAX_EXPONENT:
+                raise DpError(f"{key}: {value} is out of range (at most 10^{_MAX_EXPONENT})")
             out = Fraction(value)
         elif isinstance(value, float):
             if not math.isfinite(value):
@@ -93,11 +107,20 @@ def parse_budget(value: Any, *, key: str = "epsilon", allow_zero: bool = False) 
         elif isinstance(value, Decimal):
             if not value.is_finite():
                 raise DpError(f"{key}: {value!r} is not a finite number (NaN/inf refused)")
+            if abs(value.adjusted()) > _MAX_EXPONENT or len(value.as_tuple().digits) > 30:
+                raise DpError(f"{key}: {value!r} is out of range (exponent within ±30)")
             out = Fraction(value)
         elif isinstance(value, str):
             text = value.strip()
             if text.lower() in {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity"}:
                 raise DpError(f"{key}: {value!r} is not a finite number (NaN/inf refused)")
+            if not _BUDGET_TEXT.fullmatch(text):
+                shown = value if len(value) <= 40 else value[:40] + "…"
+                raise DpError(
+                    f"{key}: {shown!r} is not a number in the accepted form: ASCII digits as a "
+                    "decimal (0.5, 1e-3; at most 30 digits, a 1–2 digit exponent) or a fraction "
+                    "(1/11) (隐私预算格式错误)"
+                )
             out = Fraction(text)
         else:
             raise DpError(f"{key}: {value!r} is not a number")

@@ -157,3 +157,27 @@ def test_release_vectors_refuses_non_integers():
     meas, _ = make_vector_laplace(1, Fraction(1))
     with pytest.raises(DpError, match="integers"):
         release_vectors([(meas, np.array([0.5, 1.0]))])
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1e999999999", "1e-100000", "1" * 31, "1/" + "9" * 31, "١", "٠.٥", "0x1", "1_000", "1e+100"],
+)
+def test_budget_text_outside_the_accepted_form_is_refused_at_once(text):
+    """A huge exponent would make Fraction build a 10^999999999 integer (a hung API worker);
+    non-ASCII digits (str.isdigit accepts them) and Python literal forms are not budgets.
+    Refused by the pattern, before any big-integer arithmetic (the old code never returned)."""
+    with pytest.raises(DpError, match="not a number in the accepted form"):
+        parse_budget(text)
+
+
+def test_budget_bounds_on_ints_and_decimals():
+    from decimal import Decimal
+
+    with pytest.raises(DpError, match="out of range"):
+        parse_budget(10**40)
+    with pytest.raises(DpError, match="out of range"):
+        parse_budget(Decimal("1e-999999"))
+    assert parse_budget("1e-3") == Fraction(1, 1000)
+    assert parse_budget(".5") == Fraction(1, 2)
+    assert parse_budget("+3/4") == Fraction(3, 4)
