@@ -8,8 +8,7 @@ definition, privacy unit, m) and reused by every later query on that version.
 Which rows are kept (deterministic, independent of any query): the **first m rows of each unit
 in storage order**, i.e. the row order of ``pipelines.Lakehouse.read`` (the version's Parquet
 files in Delta-log order, rows in file order; a version is immutable, so the order is fixed).
-Units are compared by DuckDB ``hash(unit)`` (64-bit); a collision merges two units, which only
-drops more rows (the bound gets tighter, never looser). Removing or adding another unit leaves
+Units are compared by exact value (Arrow dictionary encoding; null units form one unit). Removing or adding another unit leaves
 the relative order of a unit's own rows unchanged, so its kept rows depend on its own rows only
 (a stable transformation: each unit still owns ≤ m rows afterwards).
 
@@ -24,7 +23,7 @@ with one row per person drops nothing, and the query then reads the table as it 
 
 The file holds row positions only — no value of any row.
 
-Source: DuckDB ``hash``, ``row_number() OVER``; Apache Arrow / Parquet (pyarrow).
+Source: Apache Arrow ``dictionary_encode``, numpy stable ``argsort``; Parquet (pyarrow).
 """
 
 from __future__ import annotations
@@ -128,10 +127,13 @@ def bounded_selection(
     Raises:
         RunError: the unit column is missing or m < 1.
 
-    One hash aggregate over ``hash(unit)`` finds the units with more than m rows; only their
-    rows go through the window ``row_number() OVER (PARTITION BY hash(unit) ORDER BY position)``.
+    Computed with Arrow and numpy, no SQL engine: the unit column is dictionary-encoded (exact
+    values; null units form one unit), a stable sort by unit code lists each unit's rows in
+    storage order, and a row's rank within its unit is its position minus the unit's first
+    position. (A DuckDB version reserved so much address space that OpenDP's shared library
+    could no longer be mapped under the worker's ``RLIMIT_AS``.)
     """
-    import duckdb
+    import pyarrow.compute as pc
 
     if privacy_unit not in table.column_names:
         raise RunError(f"dp_query: the table lacks the privacy-unit column {privacy_unit!r}")
@@ -141,27 +143,19 @@ def bounded_selection(
     n = table.num_rows
     if n <= m:
         return BoundedSelection(n, np.empty(0, dtype=np.int64))
-    con = duckdb.connect()
-    try:
-        con.register("units", pa.table({"u": table[privacy_unit]}))
-        over = con.sql(
-            f"SELECT hash(u) AS uk FROM units GROUP BY uk HAVING count(*) > {m}"
-        ).to_arrow_table()
-        if over.num_rows == 0:  # the usual case: every unit within the bound, nothing dropped
-            return BoundedSelection(n, np.empty(0, dtype=np.int64))
-        con.register("over", over)
-        con.register(
-            "positions",
-            pa.table({"u": table[privacy_unit], "pos": pa.array(np.arange(n, dtype=np.int64))}),
-        )
-        out = con.sql(
-            "SELECT pos FROM (SELECT pos, row_number() OVER (PARTITION BY uk ORDER BY pos) AS rn "
-            "FROM (SELECT hash(u) AS uk, pos FROM positions) SEMI JOIN over USING (uk)) "
-            f"WHERE rn > {m} ORDER BY pos"
-        ).to_arrow_table()
-    finally:
-        con.close()
-    drops = out["pos"].to_numpy() if out.num_rows else np.empty(0, dtype=np.int64)
+    col = table[privacy_unit]
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    encoded = pc.dictionary_encode(col)
+    # null units → code -1 → shifted to 0 (one unit of their own); others 1..k
+    codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64) + 1
+    if np.bincount(codes).max() <= m:  # the usual case: every unit within the bound
+        return BoundedSelection(n, np.empty(0, dtype=np.int64))
+    order = np.argsort(codes, kind="stable")  # rows grouped by unit, storage order inside
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    lengths = np.diff(np.r_[starts, n])
+    rank = np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+    drops = np.sort(order[rank >= m])
     return BoundedSelection(n, np.ascontiguousarray(drops, dtype=np.int64))
 
 

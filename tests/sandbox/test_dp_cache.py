@@ -5,6 +5,7 @@ a changed contract, and equal exact aggregates with and without it."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 from decimal import Decimal
 
@@ -222,3 +223,33 @@ def test_worker_runs_share_the_bounding_file(box, settings):
     assert stat.S_IMODE(file.stat().st_mode) == 0o600
     # 120 units × 2–3 rows, m = 2: the third row of units 0–59 is dropped
     assert pq.read_table(file)["row"].to_pylist() == list(range(240, 300))
+
+
+def test_bounding_then_opendp_fit_the_worker_address_space_limit():
+    """The worker runs under RLIMIT_AS (sandbox.memory_limit_mb, default 2048 MiB). Bounding
+    with DuckDB reserved so much address space that OpenDP's shared library could no longer be
+    mapped afterwards ("failed to map segment"), and a first query on a new version failed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (2048 * 1024 * 1024, hard))
+        import numpy as np, pyarrow as pa
+        from sandbox._dp_cache import bounded_selection
+        from privacy._dp import enable_opendp
+        ids = np.char.zfill((np.arange(40_000) % 30_000).astype(str), 18)
+        sel = bounded_selection(pa.table({"u": pa.array(ids)}), "u", 1)
+        enable_opendp()
+        print(len(sel.drops))
+        """
+    )
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "10000"  # units 0–9,999 have two rows: their second is dropped
