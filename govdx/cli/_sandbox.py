@@ -225,8 +225,20 @@ def cancel_command(
 
 @sandbox_app.command("run")
 def run_command(job_id: JobArg, as_json: JsonOpt = False) -> None:
-    """Run one approved (or failed) job now, in a worker process with the policy's limits."""
-    _run(lambda: _with_box("run", job_id), as_json)
+    """Run one approved (or failed) job now, in a worker process with the policy's limits.
+
+    Exit status: 0 when the job succeeded, 1 when it failed or was refused (scripts and cron
+    can tell); the job is printed either way.
+    """
+    done: dict[str, Any] = {}
+
+    def go() -> Any:
+        done.update(_with_box("run", job_id))
+        return done
+
+    _run(go, as_json)
+    if done.get("state") == "failed":
+        raise typer.Exit(1)
 
 
 @sandbox_app.command("worker")

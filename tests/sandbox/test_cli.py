@@ -192,3 +192,15 @@ def test_blinded_request_without_a_valid_identifier_is_refused(tmp_path, app_nam
     assert res.exit_code == 1
     assert "no valid identifier in column 'uscc' (2 rejected; first: row 2:" in res.output
     assert not out.exists() and not state.exists()
+
+
+@pytest.mark.parametrize(("state", "code"), [("failed", 1), ("succeeded", 0)])
+def test_sandbox_run_exit_status_follows_the_job(home, monkeypatch, state, code):
+    """Scripts and cron must see a failed run: `sandbox run` exits 1 when the job failed."""
+    from sandbox import Sandbox
+
+    job = {"id": "J1", "state": state, "reason": "RunError: x" if state == "failed" else None}
+    monkeypatch.setattr(Sandbox, "run", lambda self, job_id: dict(job, id=job_id))
+    res = cli("sandbox", "run", "J1", "--json", ok=False)
+    assert res.exit_code == code
+    assert json.loads(res.stdout)["state"] == state
