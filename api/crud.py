@@ -461,10 +461,12 @@ def quota_usage(
     Returns:
         One dict per code: ``dataset``, ``jobs`` used / ``jobs_per_day`` allowed,
         ``psi_items`` used / ``psi_items_per_day`` allowed (items declared as ``max_items`` of
-        the user's PSI jobs), and ``window_hours`` (24). This is the sandbox's quota ledger; a
-        differential-privacy ε ledger does not exist yet.
+        the user's identifier sets: ``psi`` jobs, ``psi_sum`` joins, ``he_cohort`` offers — the
+        same count the service enforces, ``sandbox._service.usage_since``), and
+        ``window_hours`` (24). The ε/δ budgets are the DP ledger's (``govdx sandbox budget``).
     """
-    from sandbox import Job, sandbox_policy
+    from sandbox import sandbox_policy
+    from sandbox._service import usage_since
 
     now = now or datetime.now(UTC)
     since = now - timedelta(hours=24)
@@ -472,23 +474,14 @@ def quota_usage(
     for code in codes:
         contract = registered_contract(session=session, code=code)
         policy = sandbox_policy(contract)
-        rows = session.execute(
-            select(Job.computation, Job.spec_json).where(
-                Job.requester == user, Job.dataset_code == code, Job.created_at >= since
-            )
-        ).all()
-        items = sum(
-            int(json.loads(spec)["computation"]["params"].get("max_items", 0))
-            for comp, spec in rows
-            if comp == "psi"
-        )
+        usage = usage_since(session, user, code, since)
         out.append(
             {
                 "dataset": code,
                 "window_hours": 24,
-                "jobs": len(rows),
+                "jobs": usage.jobs,
                 "jobs_per_day": policy.quota_jobs_per_day,
-                "psi_items": items,
+                "psi_items": usage.psi_items,
                 "psi_items_per_day": policy.psi_items_per_day,
                 "allowed_computations": list(policy.allowed_computations),
             }

@@ -65,6 +65,32 @@ class ResultBundle:
     media_type: str
 
 
+def usage_since(s: Session, requester: str, code: str, since: datetime) -> Usage:
+    """A requester's use of one dataset's sandbox quotas since ``since`` (额度使用).
+
+    Returns:
+        :class:`Usage`: ``jobs`` (every job submitted) and ``psi_items`` — the ``max_items``
+        declared by the identifier sets sent for intersection: ``psi`` jobs, ``psi_sum`` joins
+        and ``he_cohort`` offers (docs/sandbox.md, quotas). The service enforces quotas with it
+        and the API reports it (one definition).
+    """
+    rows = s.execute(
+        select(Job.computation, Job.spec_json).where(
+            Job.requester == requester, Job.dataset_code == code, Job.created_at >= since
+        )
+    ).all()
+    items = 0
+    for comp, spec in rows:
+        params = json.loads(spec)["computation"]["params"]
+        if (
+            comp == "psi"
+            or (comp == "psi_sum" and params.get("phase", "join") == "join")
+            or (comp == "he_cohort" and params.get("phase", "offer") == "offer")
+        ):
+            items += int(params.get("max_items", 0))
+    return Usage(jobs=len(rows), psi_items=items)
+
+
 class Sandbox:
     """The sandbox service over the catalog DB, the lakehouse and the audit chain.
 
@@ -183,22 +209,7 @@ class Sandbox:
         return ds, contract
 
     def _usage(self, s: Session, requester: str, code: str) -> Usage:
-        since = self.clock() - timedelta(hours=24)
-        rows = s.execute(
-            select(Job.computation, Job.spec_json).where(
-                Job.requester == requester, Job.dataset_code == code, Job.created_at >= since
-            )
-        ).all()
-        items = 0
-        for comp, spec in rows:  # identifier sets sent for intersection count to the quota
-            params = json.loads(spec)["computation"]["params"]
-            if (
-                comp == "psi"
-                or (comp == "psi_sum" and params.get("phase", "join") == "join")
-                or (comp == "he_cohort" and params.get("phase", "offer") == "offer")
-            ):
-                items += int(params.get("max_items", 0))
-        return Usage(jobs=len(rows), psi_items=items)
+        return usage_since(s, requester, code, self.clock() - timedelta(hours=24))
 
     def _transition(
         self,

@@ -1162,6 +1162,17 @@ def test_psi_sum_reveal_works_with_the_stock_key(stock_box, tmp_path, ids, keys)
         ),
     )
     assert job["result"]["summary"]["key_source"] == "stock"
+    # the join's declared items count towards the PSI quota, and the API reports the same count
+    from datetime import UTC, datetime
+
+    from api.crud import quota_usage
+    from sandbox._service import usage_since
+
+    with stock_box.factory() as s:
+        used = usage_since(s, "bank", STOCK_CODE, datetime(2000, 1, 1, tzinfo=UTC))
+        shown = quota_usage(session=s, user="bank", codes=[STOCK_CODE])
+    assert (used.jobs, used.psi_items) == (1, PSI_PARAMS["max_items"])
+    assert (shown[0]["jobs"], shown[0]["psi_items"]) == (1, PSI_PARAMS["max_items"])
     from typer.testing import CliRunner
 
     from govdx.cli._client import client_app
