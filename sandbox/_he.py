@@ -1092,9 +1092,15 @@ def decrypt_he_sum(doc: dict[str, Any] | bytes, sk: Any) -> dict[str, Any]:
     from privacy._paillier import EncryptedVector
 
     if isinstance(doc, (bytes, bytearray)):
-        doc = json.loads(doc)
+        try:
+            doc = json.loads(doc)
+        except ValueError:  # UnicodeDecodeError is a ValueError too
+            doc = None
     if not isinstance(doc, dict) or doc.get("format") != "govdx-he-sum":
-        raise ValueError("not a govdx he_sum result")
+        raise ValueError(
+            "not a govdx he_sum result (JSON with format govdx-he-sum; a psi_sum reveal "
+            "answer is read by `govdx client psi-sum reveal`) (不是同态求和结果)"
+        )
     vec = EncryptedVector.from_dict(doc["sums"])
     sums = vec.decrypt(sk)
     if len(sums) != len(doc["groups"]):
@@ -2024,9 +2030,15 @@ def he_cohort_noise(doc: dict[str, Any] | bytes) -> dict[str, Any] | None:
         ValueError: not an he_sum result.
     """
     if isinstance(doc, (bytes, bytearray)):
-        doc = json.loads(doc)
+        try:
+            doc = json.loads(doc)
+        except ValueError:  # UnicodeDecodeError is a ValueError too
+            doc = None
     if not isinstance(doc, dict) or doc.get("format") != "govdx-he-sum":
-        raise ValueError("not a govdx he_sum result")
+        raise ValueError(
+            "not a govdx he_sum result (JSON with format govdx-he-sum; a psi_sum reveal "
+            "answer is read by `govdx client psi-sum reveal`) (不是同态求和结果)"
+        )
     dp = doc.get("dp")
     return dict(dp) if isinstance(dp, dict) else None
 

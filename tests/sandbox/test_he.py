@@ -1573,3 +1573,19 @@ def test_a_pack_put_back_after_its_claim_is_destroyed_not_reused(box, keys, tmp_
     moved.rename(stock.dataset_dir(CODE) / moved.name)
     assert stock.list(CODE) == [] and stock.list() == []
     assert [i.pack_id for i in stock.list(verify=False)] == [other]
+
+
+@pytest.mark.parametrize("data", [b"GDXH\x01V\x00\x00\x00\x02{}", b"\xff\xfe", b'{"format": "x"}'])
+def test_client_decrypt_names_a_file_that_is_not_an_he_sum_result(tmp_path, keys, data):
+    from typer.testing import CliRunner
+
+    from govdx.cli._client import client_app
+
+    keys[1].save(tmp_path / "sk.json")
+    (tmp_path / "r.bin").write_bytes(data)
+    res = CliRunner().invoke(
+        client_app,
+        ["decrypt", "--result", str(tmp_path / "r.bin"), "--key", str(tmp_path / "sk.json")],
+    )
+    assert res.exit_code == 1
+    assert "r.bin: not a govdx he_sum result" in " ".join(res.output.split())
