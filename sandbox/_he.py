@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from govdx._contract import Contract
 from govdx._errors import GovdxError
-from privacy._blind import ClientState
+from privacy._blind import KIND_UNMASK_REQUEST, ClientState
 from sandbox._computations import (
     Computation,
     Output,
@@ -177,6 +177,11 @@ class _Link:
     same: tuple[str, ...]
     verb_zh: str
     consumed_on_start: bool
+    #: the second phase's request: its message kind, the header field naming the first job's
+    #: output (SM3), and the first job's state file holding the same SM3
+    request_kind: int = 0
+    sm3_field: str = ""
+    state_file: str = ""
 
 
 #: second-phase jobs in these states never used (and never will use) their first job
@@ -272,6 +277,43 @@ class _EpsilonHooks:
     STATISTIC: ClassVar[str]
     LINK: ClassVar[_Link]
     name: ClassVar[str]
+
+    @classmethod
+    def check_linked_inputs(cls, box: Any, params: Any, inputs: dict[str, bytes]) -> list[str]:
+        """At submit: the second phase's request answers the first job it names — the SM3 in
+        its header (``join_sm3`` / ``offer_sm3``) equals the one kept in that job's state. A
+        request made for another join or offer is refused before approval, so it cannot burn
+        the one-use first job or its ε in the worker (which checks again).
+
+        Args:
+            box: the :class:`sandbox.Sandbox` (``job_dir``). params: the job's params.
+            inputs: input name → bytes.
+
+        Returns:
+            list of reasons (empty: it matches, or the first job's state is gone — the link
+            check names that).
+        """
+        link = cls.LINK
+        linked = getattr(params, link.param, None)
+        if getattr(params, "phase", None) != link.second or not linked or not link.sm3_field:
+            return []
+        from privacy._blind import pisum_unpack
+        from privacy._psi import PsiError
+
+        try:
+            header, _ = pisum_unpack(inputs["request"], link.request_kind, "request")
+            doc = json.loads(
+                (box.job_dir(linked) / STATE_DIR / link.state_file).read_text(encoding="utf-8")
+            )
+        except (PsiError, KeyError, OSError, ValueError):
+            return []  # a malformed request is check_inputs' refusal; a missing state, the link's
+        if header.get(link.sm3_field) != doc.get(link.sm3_field):
+            return [
+                f"inputs.request: this {link.second} request answers another {link.first} than "
+                f"job {linked} (its {link.sm3_field} differs); make it from job {linked}'s "
+                "result with the state of the same request (请求与作业不匹配)"
+            ]
+        return []
 
     @classmethod
     def spends_epsilon(cls, params: Any, contract: Contract) -> bool:
@@ -651,7 +693,15 @@ class PsiSum(_EpsilonHooks, Computation):
     # --- ledger hooks (_EpsilonHooks): the reveal phase spends ε ------------------------------
     STATISTIC: ClassVar[str] = "psi_sum"
     LINK: ClassVar[_Link] = _Link(
-        "join_job", "join", "reveal", ("column", "value_column"), "每次求交仅可解密一次", False
+        "join_job",
+        "join",
+        "reveal",
+        ("column", "value_column"),
+        "每次求交仅可解密一次",
+        False,
+        request_kind=KIND_UNMASK_REQUEST,
+        sm3_field="join_sm3",
+        state_file=STATE_FILE,
     )
 
     @classmethod
@@ -1539,7 +1589,15 @@ class HeCohort(_EpsilonHooks, Computation):
     # --- ledger hooks (_EpsilonHooks): a sum phase under sandbox.dp spends ε -------------------
     STATISTIC: ClassVar[str] = "he_cohort"
     LINK: ClassVar[_Link] = _Link(
-        "offer_job", "offer", "sum", ("column",), "每次求交仅可求和一次", True
+        "offer_job",
+        "offer",
+        "sum",
+        ("column",),
+        "每次求交仅可求和一次",
+        True,
+        request_kind=KIND_COHORT_REPLY,
+        sm3_field="offer_sm3",
+        state_file=COHORT_STATE_FILE,
     )
 
     @classmethod

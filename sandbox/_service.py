@@ -351,6 +351,8 @@ class Sandbox:
             )
         # a computation's own floor on the request (e.g. psi_sum's and he_cohort's k)
         reasons += getattr(comp, "check_input_items", lambda *_a: [])(items, params, policy)
+        # a second-phase request answers the first job it names (psi_sum reveal, he_cohort sum)
+        reasons += getattr(comp, "check_linked_inputs", lambda *_a: [])(self, params, inputs)
         if not ds.published:
             reasons.append(
                 f"dataset {contract.code} is not published in the catalog (未发布的目录不受理作业)"

@@ -276,6 +276,40 @@ def test_psi_sum_equals_clamped_sum_plus_noise_and_hides_identifiers(he_box, tmp
     assert job3["state"] == "failed" and "one reveal per join" in job3["reason"]
 
 
+def test_reveal_made_for_another_join_is_refused_at_submit(he_box, tmp_path, ids):
+    """A careless requester sends join A's unmask request in a reveal naming join B: refused
+    at submit (before approval), so join B's one reveal and its ε are not burnt in the worker."""
+    from sandbox._ledger import budget_status
+
+    made = []
+    for part in (ids[:12], ids[12:24]):
+        client, request, _ = PiSumClient.create(part, element="uscc")
+        (tmp_path / f"j{len(made)}.bin").write_bytes(request.to_bytes())
+        s = spec(
+            {"name": "psi_sum", "params": PSI_PARAMS},
+            {"request": str(tmp_path / f"j{len(made)}.bin")},
+        )
+        job = run_approved(he_box, s)
+        assert job["state"] == "succeeded", job["reason"]
+        made.append((job["id"], client.finish(he_box.result(job["id"], user="bank").data)))
+    (a_id, unmask_a), (b_id, _) = made
+    (tmp_path / "ua.bin").write_bytes(unmask_a)
+    reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": b_id, "epsilon": "1/2"}
+    wrong = spec({"name": "psi_sum", "params": reveal}, {"request": str(tmp_path / "ua.bin")})
+    with pytest.raises(PolicyRefused, match=rf"answers another join than job {b_id}"):
+        he_box.submit(wrong, user="bank")
+    with he_box.factory() as s:
+        st = budget_status(
+            s, requester="bank", dataset=CODE, epsilon_cap=Fraction(2001), delta_cap=Fraction(0)
+        )
+    assert (st.epsilon_held, st.epsilon_spent) == (0, 0)
+    right = {**reveal, "join_job": a_id}
+    job = run_approved(
+        he_box, spec({"name": "psi_sum", "params": right}, {"request": str(tmp_path / "ua.bin")})
+    )
+    assert job["state"] == "succeeded", job["reason"]
+
+
 def test_psi_sum_tampered_unmask_fails(he_box, tmp_path, ids):
     client, request, _ = PiSumClient.create(ids[:12], element="uscc")
     (tmp_path / "j.bin").write_bytes(request.to_bytes())
