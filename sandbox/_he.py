@@ -1122,6 +1122,21 @@ def _group(table: pa.Table, by: list[str], value: str | None) -> pa.Table:
     return out.rename_columns([names.get(c, c) for c in out.column_names])
 
 
+def _he_sum_doc(doc: dict[str, Any] | bytes) -> dict[str, Any]:
+    """An he_sum result as a dict (parsed from its JSON bytes). Raises ValueError: not one."""
+    if isinstance(doc, (bytes, bytearray)):
+        try:
+            doc = json.loads(doc)
+        except ValueError:  # UnicodeDecodeError is a ValueError too
+            doc = None
+    if not isinstance(doc, dict) or doc.get("format") != "govdx-he-sum":
+        raise ValueError(
+            "not a govdx he_sum result (JSON with format govdx-he-sum; a psi_sum reveal "
+            "answer is read by `govdx client psi-sum reveal`) (不是同态求和结果)"
+        )
+    return doc
+
+
 def decrypt_he_sum(doc: dict[str, Any] | bytes, sk: Any) -> dict[str, Any]:
     """The requester's decryption of an ``he_sum`` result (``govdx client decrypt``).
 
@@ -1141,16 +1156,7 @@ def decrypt_he_sum(doc: dict[str, Any] | bytes, sk: Any) -> dict[str, Any]:
     """
     from privacy._paillier import EncryptedVector
 
-    if isinstance(doc, (bytes, bytearray)):
-        try:
-            doc = json.loads(doc)
-        except ValueError:  # UnicodeDecodeError is a ValueError too
-            doc = None
-    if not isinstance(doc, dict) or doc.get("format") != "govdx-he-sum":
-        raise ValueError(
-            "not a govdx he_sum result (JSON with format govdx-he-sum; a psi_sum reveal "
-            "answer is read by `govdx client psi-sum reveal`) (不是同态求和结果)"
-        )
+    doc = _he_sum_doc(doc)
     vec = EncryptedVector.from_dict(doc["sums"])
     sums = vec.decrypt(sk)
     if len(sums) != len(doc["groups"]):
@@ -2087,16 +2093,7 @@ def he_cohort_noise(doc: dict[str, Any] | bytes) -> dict[str, Any] | None:
     Raises:
         ValueError: not an he_sum result.
     """
-    if isinstance(doc, (bytes, bytearray)):
-        try:
-            doc = json.loads(doc)
-        except ValueError:  # UnicodeDecodeError is a ValueError too
-            doc = None
-    if not isinstance(doc, dict) or doc.get("format") != "govdx-he-sum":
-        raise ValueError(
-            "not a govdx he_sum result (JSON with format govdx-he-sum; a psi_sum reveal "
-            "answer is read by `govdx client psi-sum reveal`) (不是同态求和结果)"
-        )
+    doc = _he_sum_doc(doc)
     dp = doc.get("dp")
     return dict(dp) if isinstance(dp, dict) else None
 
