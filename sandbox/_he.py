@@ -253,11 +253,12 @@ def _link_reasons(
             continue
         if state in _UNUSED_STATES and not (link.consumed_on_start and attempts):
             continue
-        hint = (
-            "; cancel it first if it failed"
-            if state == "failed" and not link.consumed_on_start
-            else ""
-        )
+        if state == "failed" and not link.consumed_on_start:
+            hint = "; cancel it first if it failed"
+        elif link.consumed_on_start and attempts:
+            hint = f"; it started, which consumes the {link.first} whatever its outcome"
+        else:
+            hint = ""
         reasons.append(
             f"{key}: {what} job {linked} already has {link.second} job {other} ({state}); one "
             f"{link.second} per {link.first} ({link.verb_zh}){hint}"

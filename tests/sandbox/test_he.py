@@ -1556,7 +1556,9 @@ def test_reveal_and_cohort_sum_name_the_requesters_own_unused_first_job(
     used = stored_job(cohort_box, "he_cohort", COHORT_PARAMS, code=COHORT_CODE)
     stored_job(cohort_box, "he_cohort", {**csum, "offer_job": used}, code=COHORT_CODE,
                state="cancelled", attempts=1)  # fmt: skip
-    with pytest.raises(PolicyRefused, match=r"already has sum job .* \(cancelled\)"):
+    with pytest.raises(
+        PolicyRefused, match=r"already has sum job .* \(cancelled\).*it started, which consumes"
+    ):
         submit("he_cohort", {**csum, "offer_job": used})
     # exact totals (no sandbox.dp: no ε, no ledger) are checked just the same
     publish_dataset(settings, he_contract(EXACT_POLICY, EXACT_CODE, "tax_exact"), he_table(ids))
