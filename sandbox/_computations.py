@@ -170,6 +170,33 @@ def _field_or_reason(contract: Contract, name: str, key: str) -> tuple[Any, list
         return None, [f"{key}: dataset {contract.code} has no field {name!r}"]
 
 
+def psi_set_reasons(
+    column: str, max_items: int, contract: Contract, policy: SandboxPolicy
+) -> list[str]:
+    """Why an identifier set sent for intersection (``psi``, a ``psi_sum`` join, an
+    ``he_cohort`` offer) is refused by the contract: the column is missing or not a PSI column
+    (``sandbox.psi_columns``; default the identifier fields), ``max_items`` above
+    ``sandbox.psi_max_items``. Pure; empty when allowed."""
+    from sandbox._policy import IDENTIFIER_ELEMENTS
+
+    f, reasons = _field_or_reason(contract, column, "computation.params.column")
+    if f is not None:
+        allowed = policy.psi_columns
+        if allowed is None:
+            allowed = [x.name for x in contract.fields if x.element in IDENTIFIER_ELEMENTS]
+        if column not in allowed:
+            reasons.append(
+                f"computation.params.column: PSI is not allowed on column {column!r} "
+                f"of {contract.code} (allowed: {allowed})"
+            )
+    if max_items > policy.psi_max_items:
+        reasons.append(
+            f"computation.params.max_items: {max_items} items exceeds the cap of "
+            f"{policy.psi_max_items} (sandbox.psi_max_items, 求交集合规模上限)"
+        )
+    return reasons
+
+
 # --- PSI ------------------------------------------------------------------------------------
 class PsiParams(BaseModel):
     """Params of ``psi``.
@@ -207,23 +234,7 @@ class Psi(Computation):
 
     @classmethod
     def check(cls, params: PsiParams, contract: Contract, policy: SandboxPolicy) -> list[str]:
-        from sandbox._policy import IDENTIFIER_ELEMENTS
-
-        f, reasons = _field_or_reason(contract, params.column, "computation.params.column")
-        if f is not None:
-            allowed = policy.psi_columns
-            if allowed is None:
-                allowed = [x.name for x in contract.fields if x.element in IDENTIFIER_ELEMENTS]
-            if params.column not in allowed:
-                reasons.append(
-                    f"computation.params.column: PSI is not allowed on column {params.column!r} "
-                    f"of {contract.code} (allowed: {allowed})"
-                )
-        if params.max_items > policy.psi_max_items:
-            reasons.append(
-                f"computation.params.max_items: {params.max_items} items exceeds the cap of "
-                f"{policy.psi_max_items} (sandbox.psi_max_items, 求交集合规模上限)"
-            )
+        reasons = psi_set_reasons(params.column, params.max_items, contract, policy)
         if params.reveal and not policy.psi_reveal_allowed:
             reasons.append(
                 "computation.params.reveal: this dataset releases only the intersection "

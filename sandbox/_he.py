@@ -43,12 +43,12 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from govdx._contract import Contract
 from govdx._errors import GovdxError
@@ -58,6 +58,7 @@ from sandbox._computations import (
     Output,
     RunContext,
     _field_or_reason,
+    psi_set_reasons,
     register_computation,
 )
 from sandbox._errors import PolicyRefused, RunError
@@ -155,6 +156,19 @@ def _epsilon_text(v: Any) -> str | None:
         return fraction_text(parse_budget(v, key="epsilon"))
     except DpError as exc:
         raise ValueError(str(exc).removeprefix("epsilon: ")) from None
+
+
+def _job_ref(v: str | None) -> str | None:
+    """A param naming another sandbox job (``join_job``, ``offer_job``); ValueError if malformed."""
+    if v is not None and not _JOB_ID.match(v):
+        raise ValueError("must be a sandbox job id")
+    return v
+
+
+#: an ε param as exact text (``"1/2"``) or None (:func:`privacy._dp.parse_budget`)
+EpsilonText = Annotated[str | None, BeforeValidator(_epsilon_text)]
+#: a param naming another sandbox job, or None
+JobRef = Annotated[str | None, AfterValidator(_job_ref)]
 
 
 # --- psi_sum --------------------------------------------------------------------------------------
@@ -446,21 +460,9 @@ class PsiSumParams(BaseModel):
     value_column: str = Field(min_length=1)
     max_items: int = Field(gt=0)
     key_bits: Literal[2048, 3072] = 2048
-    join_job: str | None = None
-    epsilon: str | None = None
+    join_job: JobRef = None
+    epsilon: EpsilonText = None
     confidence: float = Field(default=0.95, ge=0.5, le=0.999)
-
-    @field_validator("epsilon", mode="before")
-    @classmethod
-    def _epsilon(cls, v: Any) -> str | None:
-        return _epsilon_text(v)
-
-    @field_validator("join_job")
-    @classmethod
-    def _job_id(cls, v: str | None) -> str | None:
-        if v is not None and not _JOB_ID.match(v):
-            raise ValueError("join_job must be a sandbox job id")
-        return v
 
 
 @register_computation
@@ -474,28 +476,10 @@ class PsiSum(_EpsilonHooks, Computation):
 
     @classmethod
     def check(cls, params: PsiSumParams, contract: Contract, policy: Any) -> list[str]:
-        from sandbox._policy import IDENTIFIER_ELEMENTS
-
-        reasons: list[str] = []
-        f, r = _field_or_reason(contract, params.column, "computation.params.column")
-        reasons += r
-        if f is not None:
-            allowed = policy.psi_columns
-            if allowed is None:
-                allowed = [x.name for x in contract.fields if x.element in IDENTIFIER_ELEMENTS]
-            if params.column not in allowed:
-                reasons.append(
-                    f"computation.params.column: PSI is not allowed on column {params.column!r} "
-                    f"of {contract.code} (allowed: {allowed})"
-                )
+        reasons = psi_set_reasons(params.column, params.max_items, contract, policy)
         reasons += _value_checks(
             contract, policy, params.value_column, "computation.params.value_column"
         )
-        if params.max_items > policy.psi_max_items:
-            reasons.append(
-                f"computation.params.max_items: {params.max_items} items exceeds the cap of "
-                f"{policy.psi_max_items} (sandbox.psi_max_items, 求交集合规模上限)"
-            )
         if params.phase == "reveal" and params.join_job is None:
             reasons.append("computation.params.join_job: the reveal phase names its join job")
         if params.phase == "join" and params.join_job is not None:
@@ -1203,25 +1187,13 @@ class HeCohortParams(BaseModel):
     phase: Literal["offer", "sum"] = "offer"
     column: str = Field(min_length=1)
     max_items: int = Field(gt=0)
-    offer_job: str | None = None
+    offer_job: JobRef = None
     value_column: str | None = None
     group_by: list[str] = Field(default_factory=list, max_length=2)
     public_key: str | None = Field(default=None, min_length=1, max_length=20_000)
     partitions: int = Field(default=1, ge=1, le=64)
-    epsilon: str | None = None
+    epsilon: EpsilonText = None
     confidence: float = Field(default=0.95, ge=0.5, le=0.999)
-
-    @field_validator("epsilon", mode="before")
-    @classmethod
-    def _epsilon(cls, v: Any) -> str | None:
-        return _epsilon_text(v)
-
-    @field_validator("offer_job")
-    @classmethod
-    def _job_id(cls, v: str | None) -> str | None:
-        if v is not None and not _JOB_ID.match(v):
-            raise ValueError("offer_job must be a sandbox job id")
-        return v
 
     def he_sum(self) -> HeSumParams:
         """The ``he_sum`` params of the sum phase. Raises ValueError (pydantic) if incomplete."""
@@ -1356,8 +1328,6 @@ class HeCohort(_EpsilonHooks, Computation):
     def check(cls, params: HeCohortParams, contract: Contract, policy: Any) -> list[str]:
         from pydantic import ValidationError
 
-        from sandbox._policy import IDENTIFIER_ELEMENTS
-
         reasons: list[str] = []
         if not policy.psi_keep_cohort_allowed:
             reasons.append(
@@ -1365,22 +1335,7 @@ class HeCohort(_EpsilonHooks, Computation):
                 f"{contract.code} the requester holds; not allowed "
                 "(sandbox.psi_keep_cohort_allowed = false, 未批准保留交集群体)"
             )
-        f, r = _field_or_reason(contract, params.column, "computation.params.column")
-        reasons += r
-        if f is not None:
-            allowed = policy.psi_columns
-            if allowed is None:
-                allowed = [x.name for x in contract.fields if x.element in IDENTIFIER_ELEMENTS]
-            if params.column not in allowed:
-                reasons.append(
-                    f"computation.params.column: PSI is not allowed on column {params.column!r} "
-                    f"of {contract.code} (allowed: {allowed})"
-                )
-        if params.max_items > policy.psi_max_items:
-            reasons.append(
-                f"computation.params.max_items: {params.max_items} items exceeds the cap of "
-                f"{policy.psi_max_items} (sandbox.psi_max_items, 求交集合规模上限)"
-            )
+        reasons += psi_set_reasons(params.column, params.max_items, contract, policy)
         if params.phase == "offer":
             if (
                 params.offer_job is not None
