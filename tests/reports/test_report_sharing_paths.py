@@ -12,15 +12,8 @@ counts for every period and department filter.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -367,58 +360,7 @@ def test_epoch_columns_of_the_schema_are_utc():
 
 # -- PostgreSQL: the COPY path, the row path and the SQL reference on a throwaway cluster ------
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    """A PostgreSQL 15 cluster on 127.0.0.1 (as in tests/catalog/test_postgres.py)."""
-    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL 15 server binaries not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="govdx-pg-reports-"))
-    data = root / "data"
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_pg:
-        shutil.chown(root, user="postgres")
-    subprocess.run(
-        [*as_pg, str(PG_BIN / "initdb"), "-D", str(data), "-U", "govdx", "-A", "trust"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    port = _free_port()
-    opts = f"-h 127.0.0.1 -p {port} -k {root} -c timezone=UTC"
-    start = ["-w", "-t", "60", "-o", opts, "start"]
-    subprocess.run(
-        [*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "pg.log"), *start],
-        check=True,
-        capture_output=True,
-        timeout=90,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield f"postgresql+psycopg://govdx@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+# pg_url: the throwaway cluster fixture of tests/conftest.py
 
 
 @pytest.mark.slow
