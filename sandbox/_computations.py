@@ -197,6 +197,18 @@ def psi_set_reasons(
     return reasons
 
 
+def psi_quota_reasons(max_items: int, policy: SandboxPolicy, usage: Usage) -> list[str]:
+    """The requester's 24-hour PSI item quota (``sandbox.psi_items_per_day``) for one more
+    identifier set of ``max_items``; ``usage`` counts the sets already sent
+    (``sandbox._service.usage_since``). Empty when it fits."""
+    if usage.psi_items + max_items > policy.psi_items_per_day:
+        return [
+            f"quota: {usage.psi_items} + {max_items} PSI items in 24 h exceeds "
+            f"sandbox.psi_items_per_day = {policy.psi_items_per_day} (求交配额)"
+        ]
+    return []
+
+
 # --- PSI ------------------------------------------------------------------------------------
 class PsiParams(BaseModel):
     """Params of ``psi``.
@@ -244,12 +256,7 @@ class Psi(Computation):
 
     @classmethod
     def check_quota(cls, params: PsiParams, policy: SandboxPolicy, usage: Usage) -> list[str]:
-        if usage.psi_items + params.max_items > policy.psi_items_per_day:
-            return [
-                f"quota: {usage.psi_items} + {params.max_items} PSI items in 24 h exceeds "
-                f"sandbox.psi_items_per_day = {policy.psi_items_per_day} (求交配额)"
-            ]
-        return []
+        return psi_quota_reasons(params.max_items, policy, usage)
 
     @classmethod
     def columns(cls, params: PsiParams, contract: Contract) -> list[str]:

@@ -58,6 +58,7 @@ from sandbox._computations import (
     Output,
     RunContext,
     _field_or_reason,
+    psi_quota_reasons,
     psi_set_reasons,
     register_computation,
 )
@@ -489,12 +490,9 @@ class PsiSum(_EpsilonHooks, Computation):
 
     @classmethod
     def check_quota(cls, params: PsiSumParams, policy: Any, usage: Any) -> list[str]:
-        if params.phase == "join" and usage.psi_items + params.max_items > policy.psi_items_per_day:
-            return [
-                f"quota: {usage.psi_items} + {params.max_items} PSI items in 24 h exceeds "
-                f"sandbox.psi_items_per_day = {policy.psi_items_per_day} (求交配额)"
-            ]
-        return []
+        if params.phase != "join":
+            return []
+        return psi_quota_reasons(params.max_items, policy, usage)
 
     @classmethod
     def columns(cls, params: PsiSumParams, contract: Contract) -> list[str]:
@@ -1365,15 +1363,9 @@ class HeCohort(_EpsilonHooks, Computation):
 
     @classmethod
     def check_quota(cls, params: HeCohortParams, policy: Any, usage: Any) -> list[str]:
-        if (
-            params.phase == "offer"
-            and usage.psi_items + params.max_items > policy.psi_items_per_day
-        ):
-            return [
-                f"quota: {usage.psi_items} + {params.max_items} PSI items in 24 h exceeds "
-                f"sandbox.psi_items_per_day = {policy.psi_items_per_day} (求交配额)"
-            ]
-        return []
+        if params.phase != "offer":
+            return []
+        return psi_quota_reasons(params.max_items, policy, usage)
 
     @classmethod
     def columns(cls, params: HeCohortParams, contract: Contract) -> list[str]:
