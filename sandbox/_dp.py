@@ -1231,19 +1231,14 @@ def demo_dp_step(
                 },
             }
         )
-        job = box.submit(spec, user=analyst)
-        if job["state"] == "awaiting_approval":
-            box.approve(job["id"], user=steward)
-            if box.show(job["id"], user=None)["state"] == "awaiting_approval":
-                box.approve(job["id"], user=reviewer)
-        ran = box.run(job["id"])
-        if ran["state"] != "succeeded":
-            raise RunError(f"demo DP job {job['id']} failed: {ran.get('reason')}")
-        doc = json.loads(box.result(job["id"], user=analyst).data)
+        job_id, data = box.run_through(
+            spec, requester=analyst, approvers=[steward, reviewer], what="demo DP"
+        )
+        doc = json.loads(data)
         rows = sorted(doc["rows"], key=lambda r: -r[1])
         budget = budget_report(box.factory, requester=analyst, dataset=dataset)
         return {
-            "job_id": job["id"],
+            "job_id": job_id,
             "epsilon": doc["epsilon"],
             "mechanism": doc["mechanism"],
             "scale": doc["noise"][0]["scale"],

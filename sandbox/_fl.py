@@ -1002,17 +1002,12 @@ def demo_fl_step(
                 },
             }
         )
-        job = box.submit(spec, user=requester)
-        if job["state"] == "awaiting_approval":
-            box.approve(job["id"], user=steward)
-            if box.show(job["id"], user=None)["state"] == "awaiting_approval":
-                box.approve(job["id"], user=reviewer)
-        ran = box.run(job["id"])
-        if ran["state"] != "succeeded":
-            raise RunError(f"demo FL job {job['id']} failed: {ran.get('reason')}")
-        doc = json.loads(box.result(job["id"], user=requester).data)
+        job_id, data = box.run_through(
+            spec, requester=requester, approvers=[steward, reviewer], what="demo FL"
+        )
+        doc = json.loads(data)
         return {
-            "job_id": job["id"],
+            "job_id": job_id,
             "state": "released",
             "parties": {k: v["rows"] for k, v in doc["parties"].items()},
             "rounds": doc["rounds"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from sandbox._errors import (
     PermissionDenied,
     PolicyRefused,
     Refused,
+    RunError,
     SandboxError,
     TransitionRefused,
     UserError,
@@ -171,6 +172,29 @@ class Sandbox:
                 self.get_user(name)
             except UserError:
                 self.add_user(name, role, department, actor=actor)
+
+    def run_through(
+        self, spec: JobSpec, *, requester: str, approvers: Sequence[str], what: str
+    ) -> tuple[str, bytes]:
+        """Submit, approve (each approver while the job still awaits approval), run and fetch
+        a job as its requester — the demo steps' whole path through the sandbox.
+
+        Returns:
+            ``(job id, result bytes)``.
+
+        Raises:
+            SandboxError: a refusal at any step. RunError: the run failed (``what`` and the
+                worker's reason in the message).
+        """
+        job = self.submit(spec, user=requester)
+        for approver in approvers:
+            if self.show(job["id"], user=None)["state"] != "awaiting_approval":
+                break
+            self.approve(job["id"], user=approver)
+        ran = self.run(job["id"])
+        if ran["state"] != "succeeded":
+            raise RunError(f"{what} job {job['id']} failed: {ran.get('reason')}")
+        return job["id"], self.result(job["id"], user=requester).data
 
     def list_users(self) -> list[dict[str, Any]]:
         """All users, by name."""
