@@ -37,6 +37,8 @@ RESULT_FILE = "result.bin"
 META_FILE = "meta.json"
 ERROR_FILE = "error.json"
 PID_FILE = "worker.pid"
+#: the whole traceback of an unexpected failure, for the operator only (0600; may hold values)
+TRACEBACK_FILE = "traceback.txt"
 #: Exit code of a worker whose computation raised (the reason is in error.json).
 EXIT_COMPUTATION_ERROR = 3
 
@@ -206,6 +208,13 @@ def worker_main(task: WorkerTask, memory_limit_mb: int) -> None:
     except MemoryError:
         _fail(out, f"memory limit of {memory_limit_mb} MiB exceeded (内存超限)")
     except Exception as exc:
+        from govdx._errors import GovdxError
+
+        if not isinstance(exc, GovdxError):  # the cause stays findable by the operator
+            import traceback
+
+            text = "".join(traceback.format_exception(exc))
+            _write_atomic(out / TRACEBACK_FILE, text.encode("utf-8"))
         _fail(out, _safe_reason(exc))
     from privacy._digest import sm3_hex
 
@@ -233,7 +242,11 @@ def _safe_reason(exc: BaseException) -> str:
 
     if isinstance(exc, GovdxError):
         return f"{type(exc).__name__}: {exc}"
-    return f"computation failed with {type(exc).__name__} (details withheld: they may hold data)"
+    return (
+        f"computation failed with {type(exc).__name__} (details withheld from the requester: "
+        f"they may hold data; the operator finds the traceback in the job folder, "
+        f"result/{TRACEBACK_FILE})"
+    )
 
 
 def _cast_back(arr: Any, f: Any) -> Any:

@@ -72,6 +72,18 @@ class Die(Computation):
 
 
 @register_computation
+class Crash(Computation):
+    """Fails with a third-party-style error whose message holds a cell value."""
+
+    name = "test_crash"
+    Params = NoParams
+
+    @classmethod
+    def run(cls, ctx):
+        raise ValueError(f"bad cell {ctx.table.num_rows}:91350100M000100Y3Y")
+
+
+@register_computation
 class LeakRows(Computation):
     """Tries to release the identifier column itself (must be stopped by disclosure control)."""
 

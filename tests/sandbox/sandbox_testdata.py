@@ -156,7 +156,15 @@ def valid_usccs(n: int, seed: int) -> list[str]:
 
 # sandbox block of the runner/PSI tests (extra test computations registered by sandbox_fakes)
 AGG_POLICY = {
-    "allowed_computations": ["psi", "aggregate", "test_sleep", "test_hog", "test_die", "test_leak"],
+    "allowed_computations": [
+        "psi",
+        "aggregate",
+        "test_sleep",
+        "test_hog",
+        "test_die",
+        "test_leak",
+        "test_crash",
+    ],
     "psi_columns": ["taxpayer_id"],
     "psi_max_items": 1000,
     "psi_items_per_day": 5000,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import threading
 import time
 
@@ -114,6 +115,18 @@ def test_memory_limit(box):
 def test_worker_that_dies(box):
     job = box.run(approved(box, {"name": "test_die"}))
     assert job["state"] == "failed" and "exited with code 9" in job["reason"]
+
+
+def test_unexpected_error_is_withheld_from_the_requester_but_kept_for_the_operator(box):
+    jid = approved(box, {"name": "test_crash"})
+    job = box.run(jid)
+    assert job["state"] == "failed" and "91350100M000100Y3Y" not in job["reason"]
+    assert "computation failed with ValueError" in job["reason"]
+    assert "result/traceback.txt" in job["reason"]
+    tb = box.job_dir(jid) / "result" / "traceback.txt"
+    assert stat.S_IMODE(tb.stat().st_mode) == 0o600
+    text = tb.read_text(encoding="utf-8")
+    assert "ValueError: bad cell" in text and "91350100M000100Y3Y" in text
 
 
 def test_killed_mid_job_fails_and_rerun_succeeds(box, tmp_path):
