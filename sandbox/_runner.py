@@ -23,6 +23,7 @@ Source: Python docs, ``multiprocessing`` contexts and start methods; ``resource.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -214,7 +215,8 @@ def worker_main(task: WorkerTask, memory_limit_mb: int) -> None:
             import traceback
 
             text = "".join(traceback.format_exception(exc))
-            _write_atomic(out / TRACEBACK_FILE, text.encode("utf-8"))
+            with contextlib.suppress(OSError):  # a full disk must not hide the failure itself
+                _write_atomic(out / TRACEBACK_FILE, text.encode("utf-8"))
         _fail(out, _safe_reason(exc))
     from privacy._digest import sm3_hex
 
