@@ -104,25 +104,8 @@ def test_coverage_counts_plaintext_protected_fields_and_publication_is_refused(s
         ["legal_rep_id"],
         0.0,
     )
-    import yaml
 
-    with catalog.session_scope(settings.catalog_db_url) as s:
-        ds = catalog.upsert_dataset(
-            session=s,
-            contract=contract,
-            contract_yaml=yaml.safe_dump(contract.model_dump(mode="json"), allow_unicode=True),
-        )
-        catalog.add_version(
-            session=s,
-            dataset=ds,
-            delta_version=0,
-            row_count=1,
-            quarantined_count=0,
-            source_digest="a" * 64,
-            source_name="x.csv",
-            source_bytes=1,
-            run_id=catalog.new_run_id(),
-        )
+    _register_version0(settings, contract, digest="a" * 64, source_name="x.csv")
     runner.invoke(app, ["users", "add", "scjg", "--role", "steward", "--department", "SCJG"])
     res = runner.invoke(app, ["catalog", "publish", contract.code, "--user", "scjg"])
     assert (
@@ -344,7 +327,6 @@ def test_concurrent_dataset_and_kek_rotations_in_processes(registry):
 # --- datasets without protected fields ------------------------------------------------------------
 def _register_plain_dataset(settings):
     """A catalog entry with one stored version and no protected field (like TJJ-PUB-0001)."""
-    import yaml
 
     contract = make_contract(
         code="TJJ-T001",
@@ -358,23 +340,7 @@ def _register_plain_dataset(settings):
     lake = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
     table = pa.table({"uscc": ["1"], "reg_capital": pa.array([None], pa.decimal128(38, 2))})
     lake.commit(contract.name, table, digest="b" * 64, run_id="r")
-    with catalog.session_scope(settings.catalog_db_url) as s:
-        ds = catalog.upsert_dataset(
-            session=s,
-            contract=contract,
-            contract_yaml=yaml.safe_dump(contract.model_dump(mode="json"), allow_unicode=True),
-        )
-        catalog.add_version(
-            session=s,
-            dataset=ds,
-            delta_version=0,
-            row_count=1,
-            quarantined_count=0,
-            source_digest="b" * 64,
-            source_name="stats.csv",
-            source_bytes=1,
-            run_id=catalog.new_run_id(),
-        )
+    _register_version0(settings, contract, digest="b" * 64, source_name="stats.csv")
     return contract
 
 
@@ -416,3 +382,26 @@ def test_rotating_a_dataset_without_encrypted_columns_writes_nothing(registry):
         runner.invoke(app, ["audit", "show", "--action", "key.rotate", "--json"]).output
     )
     assert shown == []
+
+
+def _register_version0(settings, contract, *, digest: str, source_name: str) -> None:
+    """Register ``contract`` and its Delta version 0 (one row) in the catalog."""
+    import yaml
+
+    with catalog.session_scope(settings.catalog_db_url) as s:
+        ds = catalog.upsert_dataset(
+            session=s,
+            contract=contract,
+            contract_yaml=yaml.safe_dump(contract.model_dump(mode="json"), allow_unicode=True),
+        )
+        catalog.add_version(
+            session=s,
+            dataset=ds,
+            delta_version=0,
+            row_count=1,
+            quarantined_count=0,
+            source_digest=digest,
+            source_name=source_name,
+            source_bytes=1,
+            run_id=catalog.new_run_id(),
+        )
