@@ -15,6 +15,8 @@ All timestamps are tz-aware UTC (:class:`catalog.UTCDateTime`).
 
 from __future__ import annotations
 
+import base64
+import secrets
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -44,11 +46,22 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+def new_job_id() -> str:
+    """A fresh job id: 128 random bits as 26 lowercase RFC 4648 base32 characters ``[a-z2-7]``.
+
+    Not ``secrets.token_urlsafe``: one id in 64 of those starts with ``-`` and a shell user's
+    ``govdx sandbox approve -Xy…`` is then parsed as an option (exit 2, "No such option").
+    Base32 ids also select whole with a double click in a terminal.
+    """
+    return base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
+
+
 class Job(Base):
     """A sandbox job (沙箱作业).
 
     Attributes:
-        id: ``secrets.token_urlsafe(16)`` (128 random bits, unguessable).
+        id: :func:`new_job_id` — 26 lowercase base32 characters (128 random bits,
+            unguessable; never starts with ``-``, so it is a safe command-line argument).
         requester: submitting user. dataset_code: catalog code. delta_version: pinned version.
         computation: computation name. spec_json: the validated spec (JSON).
         state: :class:`sandbox.JobState` value. reason: why it failed / was rejected.

@@ -10,7 +10,6 @@ and their messages name users, jobs, dataset codes and keys, never row values.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +38,7 @@ from sandbox._errors import (
     TransitionRefused,
     UserError,
 )
-from sandbox._models import ROLES, Approval, Job, JobTransition, Release, User
+from sandbox._models import ROLES, Approval, Job, JobTransition, Release, User, new_job_id
 from sandbox._policy import PolicyDecision, Usage, evaluate_policy, sandbox_policy
 from sandbox._runner import RESULT_FILE, WorkerTask, run_in_worker
 from sandbox._spec import JobSpec
@@ -384,7 +383,7 @@ class Sandbox:
         if reasons:
             raise self._refuse(u.name, subject, PolicyRefused(reasons))
 
-        job_id = secrets.token_urlsafe(16)
+        job_id = new_job_id()
         jdir = self.job_dir(job_id)
         (jdir / "inputs").mkdir(parents=True, mode=0o700)
         digests = {}

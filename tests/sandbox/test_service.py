@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from sandbox import (
     UserError,
     parse_job_spec,
 )
+from sandbox._models import new_job_id
 
 AGG = {"name": "aggregate", "params": {"group_by": ["district"], "metrics": [{"op": "count"}]}}
 
@@ -42,7 +44,7 @@ def actions(box: Sandbox) -> list[tuple[str, str, str]]:
 
 def test_submit_awaits_two_approvals_and_is_audited(box):
     job = box.submit(spec(), user="bank")
-    assert len(job["id"]) == 22  # token_urlsafe(16): 128 random bits
+    assert re.fullmatch(r"[a-z2-7]{26}", job["id"])  # base32 of 128 random bits
     assert job["state"] == "awaiting_approval" and job["version"] == 0
     assert [(t["from"], t["to"]) for t in job["transitions"]] == [
         (None, "submitted"),
@@ -52,6 +54,15 @@ def test_submit_awaits_two_approvals_and_is_audited(box):
     assert job["decision"]["approvals_required"] == 2 and job["decision"]["reviewer_required"]
     assert ("bank", "job.submit", job["id"]) in actions(box)
     assert box.audit.verify().ok
+
+
+def test_job_ids_are_safe_command_line_arguments():
+    # token_urlsafe ids started with "-" one time in 64 and the CLI then read them as options
+    ids = [new_job_id() for _ in range(20_000)]
+    assert all(re.fullmatch(r"[a-z2-7]{26}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+    # all 32 base32 letters occur in the first position, so no leading character is excluded
+    assert len({i[0] for i in ids}) == 32
 
 
 def test_two_person_rule(box):
