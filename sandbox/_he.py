@@ -36,13 +36,17 @@ or protected field, a set or cohort under k) is refused before any encryption st
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -201,6 +205,42 @@ class _Link:
 
 #: second-phase jobs in these states never used (and never will use) their first job
 _UNUSED_STATES = frozenset({"rejected", "cancelled", "expired"})
+
+
+@contextmanager
+def _first_job_lock(state_file: Path, link: _Link, first_job: str) -> Iterator[None]:
+    """Hold the first job's state exclusively while one second-phase job reads and deletes it.
+
+    The submit check (:func:`_link_reasons`) reads the job table, so two second-phase jobs
+    submitted at the same moment can both pass it; this ``flock`` (advisory, dropped by the
+    kernel if the worker dies) makes the worker's read-use-delete of the state one step, so of
+    two concurrent reveals (sums) of one join (offer) only one ever sees the key.
+
+    Args:
+        state_file: the first job's state file (``<job>/state/psi_sum.json`` or
+            ``he_cohort.json``); the lock is ``<state_file>.lock`` beside it.
+        link: the protocol's link (names the phases in the refusal).
+        first_job: the first job's id, for the refusal.
+
+    Raises:
+        RunError: another second-phase job of ``first_job`` holds the lock (正在使用).
+    """
+    try:
+        fd = os.open(state_file.with_name(state_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # no state folder: the read that follows names the reason
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RunError(
+                f"{link.param} {first_job}: another {link.second} job of this {link.first} is "
+                f"running (正在使用); {link.verb_zh}"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
 
 
 def _link_reasons(
@@ -607,14 +647,22 @@ class PsiSum(_EpsilonHooks, Computation):
 
     @classmethod
     def _reveal(cls, ctx: RunContext) -> Output:
+        p: PsiSumParams = ctx.params
+        assert p.join_job is not None and p.epsilon is not None
+        root = ctx.inputs["request"].parent.parent.parent
+        path = root / p.join_job / STATE_DIR / STATE_FILE
+        with _first_job_lock(path, cls.LINK, p.join_job):
+            return cls._reveal_locked(ctx, path)
+
+    @classmethod
+    def _reveal_locked(cls, ctx: RunContext, path: Path) -> Output:
+        """The reveal under the join's state lock: read the key, unmask, add noise, delete it."""
         from privacy._blind import PsiError, pisum_unmask
         from privacy._dp import DpError, fraction_text, laplace_accuracy
         from privacy._paillier import HeError, PrivateKey
 
         p: PsiSumParams = ctx.params
         assert p.join_job is not None and p.epsilon is not None
-        root = ctx.inputs["request"].parent.parent.parent
-        path = root / p.join_job / STATE_DIR / STATE_FILE
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -1480,6 +1528,25 @@ class HeCohort(_EpsilonHooks, Computation):
 
     @classmethod
     def _sum(cls, ctx: RunContext) -> Output:
+
+        p: HeCohortParams = ctx.params
+        assert p.offer_job is not None
+        path = ctx.inputs["request"].parent.parent.parent / p.offer_job / STATE_DIR
+        path = path / COHORT_STATE_FILE
+        with _first_job_lock(path, cls.LINK, p.offer_job):
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise RunError(
+                    f"offer job {p.offer_job}: no he_cohort state (not an offer, or already "
+                    "used: one sum per offer, 每次求交仅可求和一次)"
+                ) from exc
+            path.unlink()  # one sum per offer, whatever its outcome
+        return cls._sum_of_offer(ctx, doc)
+
+    @classmethod
+    def _sum_of_offer(cls, ctx: RunContext, doc: dict[str, Any]) -> Output:
+        """The sum phase once the offer's state ``doc`` is taken (and deleted)."""
         import base64
 
         from privacy._blind import POINT_BYTES, PsiError, pisum_unpack
@@ -1487,16 +1554,6 @@ class HeCohort(_EpsilonHooks, Computation):
 
         p: HeCohortParams = ctx.params
         assert p.offer_job is not None
-        path = ctx.inputs["request"].parent.parent.parent / p.offer_job / STATE_DIR
-        path = path / COHORT_STATE_FILE
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunError(
-                f"offer job {p.offer_job}: no he_cohort state (not an offer, or already used: "
-                "one sum per offer, 每次求交仅可求和一次)"
-            ) from exc
-        path.unlink()  # one sum per offer, whatever its outcome
         if doc.get("dataset") != ctx.contract.code or doc.get("column") != p.column:
             raise RunError(f"offer job {p.offer_job} ran on another dataset or column")
         try:

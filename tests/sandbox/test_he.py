@@ -7,8 +7,12 @@ or budget are refused before any encryption; small groups suppressed."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +34,7 @@ from privacy._dp import laplace_accuracy
 from privacy._paillier import HeDecryptionError, PhePaillier, PublicKey
 from privacy._psi import PsiError
 from sandbox import JobSpecError, PolicyRefused, Sandbox, decrypt_he_sum, parse_job_spec
+from sandbox._errors import RunError
 from sandbox._he import clamp_ints, psi_sum_noise, sum_sensitivity
 from sandbox._ledger import BudgetExceeded, budget_status
 
@@ -128,12 +133,10 @@ def stored_job(
 ) -> str:
     """A job row as the service stores it, without running it: the first job a reveal or a
     cohort sum names, for submit-time checks that read the job table only."""
-    import secrets
-
     from catalog._db import utcnow
-    from sandbox._models import Job
+    from sandbox._models import Job, new_job_id
 
-    jid = secrets.token_urlsafe(16)
+    jid = new_job_id()
     doc = {
         "purpose": "测试",
         "legal_basis": "测试",
@@ -169,6 +172,40 @@ def forget_job(box: Sandbox, job_id: str) -> None:
 
     with box.factory.begin() as s:
         s.query(Job).filter_by(id=job_id).update({"state": "cancelled", "attempts": 0})
+
+
+@contextmanager
+def held_flock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` as another worker process would."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_first_job_lock_lets_one_second_phase_job_at_a_time(tmp_path):
+    from sandbox._he import HeCohort, _first_job_lock
+
+    state = tmp_path / "state" / "he_cohort.json"
+    state.parent.mkdir()
+    busy = r"offer_job J1: another sum job of this offer is running"
+    with (
+        held_flock(tmp_path / "state" / "he_cohort.json.lock"),
+        pytest.raises(RunError, match=busy),
+        _first_job_lock(state, HeCohort.LINK, "J1"),
+    ):
+        pytest.fail("entered while another sum held the offer")
+    entered = []
+    with _first_job_lock(state, HeCohort.LINK, "J1"):
+        entered.append(1)
+        with pytest.raises(RunError, match=busy), _first_job_lock(state, HeCohort.LINK, "J1"):
+            pass  # a second taker in the same moment
+    # no state folder at all (not an offer): entered, the read that follows names the reason
+    with _first_job_lock(tmp_path / "none" / "he_cohort.json", HeCohort.LINK, "J2"):
+        entered.append(2)
+    assert entered == [1, 2]
 
 
 def stored_join(box: Sandbox, code: str = CODE, **kw) -> str:
@@ -321,10 +358,20 @@ def test_psi_sum_tampered_unmask_fails(he_box, tmp_path, ids):
     unmask[-3] ^= 0x40  # flip a bit of the masked ciphertext
     (tmp_path / "u.bin").write_bytes(bytes(unmask))
     reveal = {**PSI_PARAMS, "phase": "reveal", "join_job": job["id"], "epsilon": "1/2"}
-    job2 = run_approved(
-        he_box, spec({"name": "psi_sum", "params": reveal}, {"request": str(tmp_path / "u.bin")})
-    )
-    assert job2["state"] == "succeeded"
+    rid = he_box.submit(
+        spec({"name": "psi_sum", "params": reveal}, {"request": str(tmp_path / "u.bin")}),
+        user="bank",
+    )["id"]
+    he_box.approve(rid, user="swj_steward")
+    he_box.approve(rid, user="rev1")
+    # while another worker reveals this join (it holds the join's lock) this run fails, and the
+    # join's key stays for a later run of the same job
+    with held_flock(he_box.job_dir(job["id"]) / "state" / "psi_sum.json.lock"):
+        busy = he_box.run(rid)
+    assert busy["state"] == "failed"
+    assert "another reveal job of this join is running" in busy["reason"]
+    job2 = he_box.run(rid)
+    assert job2["state"] == "succeeded", job2["reason"]
     answer = he_box.result(job2["id"], user="bank").data
     # V names the U it answered: not one this state made
     with pytest.raises(PsiError, match=r"an unmask request this state did not make"):
