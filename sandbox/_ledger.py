@@ -10,14 +10,18 @@ Tables (on ``catalog.Base``, revision ``0004_dp_ledger``)::
 Status of an entry and what it counts for::
 
     reserved ──(run starts)──► drawn ──(result released)──► spent
-        │
+        │                        │
+        │                        └──(re-run reserves again, or the failed job is cancelled /
+        │                            expires)──► forfeited
         └──(job rejected / cancelled / expired before any run)──► returned
 
-``reserved``, ``drawn`` and ``spent`` all count against the cap; only ``returned`` does not.
-A run that started is ``drawn`` for good: the worker may have drawn noise before it failed or
-was killed, and a released-or-not noisy answer computed on the data has consumed privacy (a
-failed run is charged, never refunded). A re-run of a failed job is a new attempt and reserves
-again.
+``reserved``, ``drawn``, ``spent`` and ``forfeited`` all count against the cap; only
+``returned`` does not. A run that started is charged for good: the worker may have drawn noise
+before it failed or was killed, and a released-or-not noisy answer computed on the data has
+consumed privacy (a failed run is charged, never refunded). ``forfeited`` (已扣除未发布) is an
+attempt that ran and can no longer release anything — a failed attempt once the job is re-run
+(a new attempt, which reserves again) or ended — so ``govdx sandbox budget`` shows it apart from
+ε still *held* by jobs in flight.
 
 Composition (组合): basic sequential composition — the loss of a set of ε_i-DP (δ_i) releases
 on the same dataset is at most (Σ ε_i, Σ δ_i) (Dwork & Roth 2014, Theorem 3.16). Sums are of
@@ -47,8 +51,14 @@ from privacy._dp import fraction_text
 from sandbox._errors import PolicyRefused, SandboxError
 
 #: Statuses that count against the cap.
-COUNTED = ("reserved", "drawn", "spent")
-STATUS_ZH = {"reserved": "已预留", "drawn": "已执行", "spent": "已发布", "returned": "已退回"}
+COUNTED = ("reserved", "drawn", "spent", "forfeited")
+STATUS_ZH = {
+    "reserved": "已预留",
+    "drawn": "已执行",
+    "spent": "已发布",
+    "forfeited": "已扣除未发布",
+    "returned": "已退回",
+}
 
 
 class DpBudget(Base):
@@ -118,8 +128,11 @@ class BudgetStatus:
     Attributes:
         epsilon_cap, delta_cap: from the contract's ``sandbox.dp`` block.
         epsilon_spent, delta_spent: released results (``spent``).
-        epsilon_held, delta_held: reserved or run but not (yet) released — also counted.
-        epsilon_remaining, delta_remaining: cap − spent − held (never negative).
+        epsilon_held, delta_held: reserved, or running, by jobs that may still release —
+            also counted.
+        epsilon_forfeited, delta_forfeited: attempts that ran and will never release (a failed
+            attempt re-run or ended) — also counted, for good (已扣除未发布).
+        epsilon_remaining, delta_remaining: cap − spent − held − forfeited (never negative).
         entries: ledger rows of the pair by status.
     """
 
@@ -132,16 +145,28 @@ class BudgetStatus:
     epsilon_held: Fraction
     delta_held: Fraction
     entries: dict[str, int]
+    epsilon_forfeited: Fraction = Fraction(0)
+    delta_forfeited: Fraction = Fraction(0)
+
+    @property
+    def epsilon_used(self) -> Fraction:
+        """spent + held + forfeited: everything that counts against the ε cap."""
+        return self.epsilon_spent + self.epsilon_held + self.epsilon_forfeited
+
+    @property
+    def delta_used(self) -> Fraction:
+        """spent + held + forfeited: everything that counts against the δ cap."""
+        return self.delta_spent + self.delta_held + self.delta_forfeited
 
     @property
     def epsilon_remaining(self) -> Fraction:
-        """cap − spent − held, ≥ 0."""
-        return max(Fraction(0), self.epsilon_cap - self.epsilon_spent - self.epsilon_held)
+        """cap − spent − held − forfeited, ≥ 0."""
+        return max(Fraction(0), self.epsilon_cap - self.epsilon_used)
 
     @property
     def delta_remaining(self) -> Fraction:
-        """δ cap − spent − held, ≥ 0."""
-        return max(Fraction(0), self.delta_cap - self.delta_spent - self.delta_held)
+        """δ cap − spent − held − forfeited, ≥ 0."""
+        return max(Fraction(0), self.delta_cap - self.delta_used)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: rationals as ``"p/q"`` strings plus a float for display."""
@@ -227,6 +252,8 @@ def budget_status(
         sum((eps.get(k, Fraction(0)) for k in held), Fraction(0)),
         sum((delta.get(k, Fraction(0)) for k in held), Fraction(0)),
         counts,
+        eps.get("forfeited", Fraction(0)),
+        delta.get("forfeited", Fraction(0)),
     )
 
 
@@ -261,9 +288,7 @@ def reserve(
     st = budget_status(
         s, requester=requester, dataset=dataset, epsilon_cap=epsilon_cap, delta_cap=delta_cap
     )
-    used_eps = st.epsilon_spent + st.epsilon_held
-    used_delta = st.delta_spent + st.delta_held
-    if used_eps + epsilon > epsilon_cap or used_delta + delta > delta_cap:
+    if st.epsilon_used + epsilon > epsilon_cap or st.delta_used + delta > delta_cap:
         raise BudgetExceeded(
             [
                 f"privacy budget exceeded (隐私预算不足): {requester!r} on {dataset} asks "
@@ -274,6 +299,7 @@ def reserve(
             ]
         )
     attempts = s.scalars(select(DpLedgerEntry.attempt).where(DpLedgerEntry.job_id == job_id)).all()
+    _forfeit_drawn(s, job_id, now)  # a re-run: the failed attempts before it never release
     entry = DpLedgerEntry(
         job_id=job_id,
         attempt=max(attempts, default=0) + 1,
@@ -316,6 +342,17 @@ def _move(s: Session, entry: DpLedgerEntry, to: str, now: datetime) -> DpLedgerE
     return entry
 
 
+def _forfeit_drawn(s: Session, job_id: str, now: datetime) -> int:
+    """The job's ``drawn`` entries become ``forfeited``; returns how many."""
+    res = s.execute(
+        update(DpLedgerEntry)
+        .where(DpLedgerEntry.job_id == job_id, DpLedgerEntry.status == "drawn")
+        .values(status="forfeited", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount
+
+
 def mark_drawn(s: Session, *, job_id: str, now: datetime | None = None) -> DpLedgerEntry:
     """At run start: the job's ``reserved`` entry becomes ``drawn`` (charged for good).
 
@@ -340,9 +377,11 @@ def commit_spend(s: Session, *, job_id: str, now: datetime | None = None) -> DpL
 def return_reservation(
     s: Session, *, job_id: str, now: datetime | None = None
 ) -> DpLedgerEntry | None:
-    """The job ended before any run (rejected, cancelled, expired): its ``reserved`` entry
-    becomes ``returned`` and stops counting. ``drawn`` entries are never returned."""
+    """The job ended (rejected, cancelled, expired): its ``reserved`` entry becomes ``returned``
+    and stops counting; attempts that ran (``drawn``, e.g. a failed job then cancelled) become
+    ``forfeited`` and count for good — never returned."""
     now = now or utcnow()
+    _forfeit_drawn(s, job_id, now)
     entry = _open(s, job_id, "reserved")
     return _move(s, entry, "returned", now) if entry is not None else None
 

@@ -340,8 +340,13 @@ def budget_command(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Privacy budgets (隐私预算): ε/δ cap, spent, held and remaining per (requester, dataset),
-    exact rationals (docs/dp.md). An unknown requester or dataset is refused (exit 1)."""
+    """Privacy budgets (隐私预算): ε/δ cap, spent, held, forfeited and remaining per (requester,
+    dataset), exact rationals (docs/dp.md).
+
+    spent: released results (已发布). held: reserved or running by jobs that may still release
+    (已预留). forfeited: runs that failed and were re-run or cancelled — charged for good, nothing
+    released (已扣除未发布). remaining = cap − spent − held − forfeited. An unknown requester or
+    dataset is refused (exit 1)."""
     from sandbox import budget_report
 
     def go() -> Any:
@@ -362,9 +367,13 @@ def budget_command(
         scope = (f" by {requester}" if requester else "") + (f" on {dataset}" if dataset else "")
         console.print(f"no DP budget used yet{scope} (尚未使用差分隐私预算)", highlight=False)
         return
-    t = Table(
-        "requester", "dataset", "ε cap", "ε spent", "ε held", "ε remaining", "δ cap", "δ remaining"
-    )
+    # the forfeited column only when some run was forfeited (keeps the table within 80 columns)
+    forfeits = any(r["epsilon_forfeited"] != "0" for r in rows)
+    t = Table("requester", "dataset", "ε cap", "ε spent", "ε held")
+    if forfeits:
+        t.add_column("ε forfeited")
+    for name in ("ε remaining", "δ cap", "δ remaining"):
+        t.add_column(name)
     for r in rows:
         t.add_row(
             r["requester"],
@@ -372,6 +381,7 @@ def budget_command(
             r["epsilon_cap"],
             r["epsilon_spent"],
             r["epsilon_held"],
+            *([r["epsilon_forfeited"]] if forfeits else []),
             f"{r['epsilon_remaining']} (≈{r['epsilon_remaining_float']:.4g})",
             r["delta_cap"],
             r["delta_remaining"],

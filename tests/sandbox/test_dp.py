@@ -26,6 +26,7 @@ from sandbox import (
     budget_report,
     parse_job_spec,
 )
+from sandbox._ledger import budget_status
 
 DP = {
     "epsilon_cap": 1,
@@ -348,6 +349,13 @@ def test_hooks_reserve_draw_spend_and_refuse_over_cap(box):
         )
         assert (entry.attempt, entry.status) == (2, "drawn")
         assert DpQueryComputation.on_release(s, job_id="j1").attempt == 2
+    cap = Fraction(DP["epsilon_cap"])
+    with box.factory() as s:  # the failed first attempt counts for good, apart from "held"
+        st = budget_status(
+            s, requester="bank", dataset=contract.code, epsilon_cap=cap, delta_cap=Fraction(0)
+        )
+    assert st.entries == {"returned": 1, "forfeited": 1, "spent": 1}
+    assert (st.epsilon_spent, st.epsilon_forfeited, st.epsilon_held) == (cap / 2, cap / 2, 0)
 
 
 def test_end_to_end_release_through_the_worker(box, settings):
@@ -482,7 +490,22 @@ def test_budget_cli_notes_a_known_requester_without_entries(box, settings):
     # a requester with entries still gets its table
     res = CliRunner().invoke(app, ["sandbox", "budget", "--requester", "bank"])
     assert res.exit_code == 0 and "ε cap" in res.output and "RSJ-T001" in res.output
-    assert "2/3" in res.output
+    assert "2/3" in res.output and res.output.splitlines()[0].count("┳") == 7  # 8 columns
+    # j1 runs, fails and is cancelled: its ε is forfeited (shown apart), not held
+    with box.factory.begin() as s:
+        DpQueryComputation.on_run_start(
+            s, job_id="j1", requester="bank", contract=si_contract(dp=DP), params=_spec().params
+        )
+        DpQueryComputation.on_abandon(s, job_id="j1")
+    res = CliRunner().invoke(app, ["sandbox", "budget", "--requester", "bank", "--json"])
+    [row] = json.loads(res.output)
+    assert (row["epsilon_held"], row["epsilon_forfeited"], row["epsilon_remaining"]) == (
+        "0",
+        "1/3",
+        "2/3",
+    )
+    res = CliRunner().invoke(app, ["sandbox", "budget", "--requester", "bank"])
+    assert res.exit_code == 0 and res.output.splitlines()[0].count("┳") == 8  # 9 columns now
 
 
 def test_demo_step_on_the_social_insurance_contract(settings):

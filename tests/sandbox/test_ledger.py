@@ -104,7 +104,44 @@ def test_reserved_and_drawn_count_returned_does_not(factory):
         assert return_reservation(s, job_id="r").status == "returned"
         assert return_reservation(s, job_id="d") is None  # a drawn run is never refunded
     st = _status(factory)
-    assert st.epsilon_held == Fraction(1, 4) and st.epsilon_remaining == Fraction(3, 4)
+    # the ended job's run is no longer "held" (it will never release) but still counts
+    assert (st.epsilon_held, st.epsilon_forfeited, st.epsilon_remaining) == (
+        0,
+        Fraction(1, 4),
+        Fraction(3, 4),
+    )
+    assert st.entries == {"returned": 1, "forfeited": 1}
+
+
+def test_a_failed_attempt_is_forfeited_when_the_job_is_re_run(factory):
+    with factory.begin() as s:
+        _reserve(s, "f", "1/4")
+    with factory.begin() as s:
+        mark_drawn(s, job_id="f")  # attempt 1 runs and fails
+    with factory.begin() as s:
+        again = _reserve(s, "f", "1/4")  # the re-run reserves anew
+    assert again.attempt == 2
+    st = _status(factory)
+    assert (st.epsilon_held, st.epsilon_forfeited, st.epsilon_remaining) == (
+        Fraction(1, 4),
+        Fraction(1, 4),
+        Fraction(1, 2),
+    )
+    with factory.begin() as s:
+        mark_drawn(s, job_id="f")
+    with factory.begin() as s:  # the release spends attempt 2, not the forfeited attempt 1
+        spent = commit_spend(s, job_id="f")
+    assert (spent.attempt, spent.status) == (2, "spent")
+    st = _status(factory)
+    assert st.entries == {"forfeited": 1, "spent": 1}
+    assert (st.epsilon_spent, st.epsilon_forfeited, st.epsilon_remaining) == (
+        Fraction(1, 4),
+        Fraction(1, 4),
+        Fraction(1, 2),
+    )
+    # a forfeited charge still refuses what would overspend: 1/2 left, 3/4 asked
+    with factory.begin() as s, pytest.raises(BudgetExceeded, match="remaining ε = 1/2"):
+        _reserve(s, "g", "3/4")
 
 
 def test_spend_is_recorded_in_the_callers_release_transaction(factory):
