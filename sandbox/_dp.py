@@ -54,7 +54,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from functools import cached_property
@@ -79,11 +78,9 @@ from privacy._dp import (
 from sandbox._computations import Computation, Output, RunContext, register_computation
 from sandbox._dp_cache import BoundedSelection, BoundingCache, BoundingKey, bounded_selection
 from sandbox._errors import PolicyRefused, RunError
+from sandbox._ledger import Charge, LedgerHooks
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from sandbox._ledger import DpLedgerEntry
     from sandbox._policy import SandboxPolicy
 
 #: Named public domains a contract may use in ``sandbox.dp.public_domains`` (plus
@@ -980,7 +977,7 @@ def _cartesian(keys: tuple[tuple[str, ...], ...]) -> list[list[str]]:
 
 # --- the computation -------------------------------------------------------------------------
 @register_computation
-class DpQueryComputation(Computation):
+class DpQueryComputation(LedgerHooks, Computation):
     """Differentially private statistics (差分隐私统计): count, sum, mean, histogram, quantile
     with contribution bounding, clamping, public group domains and a budget ledger.
 
@@ -1045,80 +1042,19 @@ class DpQueryComputation(Computation):
             },
         )
 
-    # --- ledger hooks (called by the service inside its transactions) -------------------------
+    # --- ledger hooks (sandbox._ledger.LedgerHooks): each attempt charges the query's (ε, δ) -
     @classmethod
-    def on_submit(
-        cls,
-        s: Session,
-        *,
-        job_id: str,
-        requester: str,
-        contract: Contract,
-        params: DpQueryParams,
-        now: datetime | None = None,
-    ) -> DpLedgerEntry:
-        """Reserve the query's (ε, δ) at submit, first thing in the submit transaction.
+    def charge(cls, params: DpQueryParams, contract: Contract) -> Charge:
+        """The query's exact (ε, δ) per attempt against the dataset's ``sandbox.dp`` caps.
 
         Raises:
-            BudgetExceeded: with the remaining budget. PolicyRefused: the query is refused.
+            PolicyRefused: the query is refused (:meth:`DpQuery.reasons`).
         """
-        from sandbox._ledger import reserve
-
         q = cls.query(params, contract)
         eps, delta = q.privacy_loss()
-        return reserve(
-            s,
-            job_id=job_id,
-            requester=requester,
-            dataset=contract.code,
-            epsilon=eps,
-            delta=delta,
-            epsilon_cap=q.dp.epsilon_cap_q,
-            delta_cap=q.dp.delta_cap_q,
-            mechanism=q.mechanism,
-            statistic=params.statistic_name,
-            now=now,
+        return Charge(
+            eps, delta, q.dp.epsilon_cap_q, q.dp.delta_cap_q, q.mechanism, params.statistic_name
         )
-
-    @classmethod
-    def on_run_start(
-        cls,
-        s: Session,
-        *,
-        job_id: str,
-        requester: str,
-        contract: Contract,
-        params: DpQueryParams,
-        now: datetime | None = None,
-    ) -> DpLedgerEntry:
-        """At run start (same transaction as → running): the reservation becomes ``drawn``;
-        a re-run of a failed job (its earlier attempt already drawn) reserves anew first.
-
-        Raises:
-            BudgetExceeded: a re-run no longer fits the budget.
-        """
-        from sandbox._ledger import _open, mark_drawn
-
-        if _open(s, job_id, "reserved") is None:
-            cls.on_submit(
-                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
-            )
-        return mark_drawn(s, job_id=job_id, now=now)
-
-    @classmethod
-    def on_release(cls, s: Session, *, job_id: str, now: datetime | None = None) -> Any:
-        """In the release transaction: ``drawn`` → ``spent`` (idempotent on later fetches)."""
-        from sandbox._ledger import commit_spend
-
-        return commit_spend(s, job_id=job_id, now=now)
-
-    @classmethod
-    def on_abandon(cls, s: Session, *, job_id: str, now: datetime | None = None) -> Any:
-        """Rejected / cancelled / expired: an unused reservation is returned (a drawn one is
-        never returned)."""
-        from sandbox._ledger import return_reservation
-
-        return return_reservation(s, job_id=job_id, now=now)
 
 
 # --- reports and the demo step ----------------------------------------------------------------

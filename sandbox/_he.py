@@ -67,6 +67,7 @@ from sandbox._computations import (
     register_computation,
 )
 from sandbox._errors import PolicyRefused, RunError
+from sandbox._ledger import Charge, LedgerHooks
 
 __all__ = [
     "BoundedTotals",
@@ -321,13 +322,14 @@ def _link_reasons(
     return reasons
 
 
-class _EpsilonHooks:
+class _EpsilonHooks(LedgerHooks):
     """Ledger hooks of a computation one of whose phases spends ε (psi_sum's reveal, an
     he_cohort sum under ``sandbox.dp``), called by the service in its transactions: reserve at
-    submit, draw at run start, spend at release, return on abandon (``sandbox._ledger``; the
-    same life cycle as ``dp_query``, docs/dp.md). At submit the second phase's first job is
-    checked first (:func:`_link_reasons`, for every second-phase job, ε or not). Subclasses set
-    :attr:`STATISTIC`, :attr:`LINK` and :meth:`spends_epsilon`.
+    submit, draw at run start, spend at release, return or forfeit on abandon
+    (:class:`sandbox._ledger.LedgerHooks`, the same life cycle as ``dp_query``, docs/dp.md). At
+    submit the second phase's first job is checked first (:func:`_link_reasons`, for every
+    second-phase job, ε or not). Subclasses set :attr:`STATISTIC`, :attr:`LINK` and
+    :meth:`spends_epsilon`.
     """
 
     STATISTIC: ClassVar[str]
@@ -377,6 +379,28 @@ class _EpsilonHooks:
         raise NotImplementedError
 
     @classmethod
+    def charge(cls, params: Any, contract: Contract) -> Charge | None:
+        """``params.epsilon`` (δ = 0, discrete Laplace) when :meth:`spends_epsilon`, else None.
+
+        Raises:
+            PolicyRefused: the DP terms are refused.
+        """
+        if not cls.spends_epsilon(params, contract):
+            return None
+        from sandbox._dp import MECHANISM_LAPLACE, dp_policy
+
+        dp = dp_policy(contract)
+        assert dp is not None and params.epsilon is not None
+        return Charge(
+            Fraction(params.epsilon),
+            Fraction(0),
+            dp.epsilon_cap_q,
+            dp.delta_cap_q,
+            MECHANISM_LAPLACE,
+            cls.STATISTIC,
+        )
+
+    @classmethod
     def on_submit(
         cls,
         s: Any,
@@ -407,76 +431,9 @@ class _EpsilonHooks:
             )
             if reasons:
                 raise PolicyRefused(reasons)
-        return cls._reserve(
+        return super().on_submit(
             s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
         )
-
-    @classmethod
-    def _reserve(
-        cls, s: Any, *, job_id: str, requester: str, contract: Contract, params: Any, now: Any
-    ) -> Any:
-        """Reserve ε on the ledger (None when this job spends nothing)."""
-        from sandbox._dp import MECHANISM_LAPLACE, dp_policy
-        from sandbox._ledger import reserve
-
-        if not cls.spends_epsilon(params, contract):
-            return None
-        dp = dp_policy(contract)
-        assert dp is not None and params.epsilon is not None
-        return reserve(
-            s,
-            job_id=job_id,
-            requester=requester,
-            dataset=contract.code,
-            epsilon=Fraction(params.epsilon),
-            delta=Fraction(0),
-            epsilon_cap=dp.epsilon_cap_q,
-            delta_cap=dp.delta_cap_q,
-            mechanism=MECHANISM_LAPLACE,
-            statistic=cls.STATISTIC,
-            now=now,
-        )
-
-    @classmethod
-    def on_run_start(
-        cls,
-        s: Any,
-        *,
-        job_id: str,
-        requester: str,
-        contract: Contract,
-        params: Any,
-        now: Any = None,
-    ) -> Any:
-        """At run start the reservation becomes ``drawn`` (a re-run of a failed job reserves
-        anew first).
-
-        Raises:
-            BudgetExceeded: a re-run no longer fits the budget. PolicyRefused: as at submit.
-        """
-        from sandbox._ledger import _open, mark_drawn
-
-        if not cls.spends_epsilon(params, contract):
-            return None
-        if _open(s, job_id, "reserved") is None:
-            cls._reserve(
-                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
-            )
-        return mark_drawn(s, job_id=job_id, now=now)
-
-    @classmethod
-    def on_release(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
-        """In the release transaction: ``drawn`` → ``spent`` (no entry: no-op)."""
-        from sandbox._ledger import commit_spend
-
-        return commit_spend(s, job_id=job_id, now=now)
-
-    @classmethod
-    def on_abandon(cls, s: Any, *, job_id: str, now: Any = None) -> Any:
-        """Rejected / cancelled / expired: an unused reservation is returned."""
-        from sandbox._ledger import return_reservation
-
-        return return_reservation(s, job_id=job_id, now=now)
 
 
 class PsiSumParams(BaseModel):

@@ -396,3 +396,127 @@ def ledger_pairs(
     if dataset:
         stmt = stmt.where(DpLedgerEntry.dataset_code == dataset)
     return sorted((r, d) for r, d in s.execute(stmt).all())
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one attempt of a DP job charges to its (requester, dataset) budget.
+
+    Attributes:
+        epsilon, delta: the attempt's privacy loss, exact.
+        epsilon_cap, delta_cap: the caps of the dataset's ``sandbox.dp`` block.
+        mechanism: e.g. ``discrete_laplace``. statistic: e.g. ``count``, ``psi_sum``.
+    """
+
+    epsilon: Fraction
+    delta: Fraction
+    epsilon_cap: Fraction
+    delta_cap: Fraction
+    mechanism: str
+    statistic: str
+
+
+class LedgerHooks:
+    """The ledger life cycle of a computation that spends privacy budget (隐私预算记账钩子).
+
+    The service calls these hooks inside its own transactions: :meth:`on_submit` (reserve,
+    first thing in the submit transaction), :meth:`on_run_start` (reserved → drawn in the
+    transaction that marks the job running; a re-run of a failed job reserves anew first, which
+    forfeits the failed attempt), :meth:`on_release` (drawn → spent in the release transaction),
+    :meth:`on_abandon` (reserved → returned, drawn → forfeited, on reject / cancel / expire).
+    Used by ``dp_query``, psi_sum's reveal and he_cohort's sum (docs/dp.md "The ledger").
+
+    Subclasses define :meth:`charge`: the attempt's :class:`Charge`, or None when the job
+    spends nothing (then every hook is a no-op apart from the release and abandon, which find
+    no entry).
+    """
+
+    @classmethod
+    def charge(cls, params: Any, contract: Any) -> Charge | None:
+        """The job's charge per attempt (None: spends nothing).
+
+        Raises:
+            PolicyRefused: the DP terms are refused.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def _reserve(
+        cls, s: Session, *, job_id: str, requester: str, contract: Any, params: Any, now: Any
+    ) -> DpLedgerEntry | None:
+        c = cls.charge(params, contract)
+        if c is None:
+            return None
+        return reserve(
+            s,
+            job_id=job_id,
+            requester=requester,
+            dataset=contract.code,
+            epsilon=c.epsilon,
+            delta=c.delta,
+            epsilon_cap=c.epsilon_cap,
+            delta_cap=c.delta_cap,
+            mechanism=c.mechanism,
+            statistic=c.statistic,
+            now=now,
+        )
+
+    @classmethod
+    def on_submit(
+        cls,
+        s: Session,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Any,
+        params: Any,
+        now: datetime | None = None,
+    ) -> DpLedgerEntry | None:
+        """Reserve the job's (ε, δ) at submit; None when it spends nothing.
+
+        Raises:
+            BudgetExceeded: with the remaining budget. PolicyRefused: the DP terms are refused.
+        """
+        return cls._reserve(
+            s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
+        )
+
+    @classmethod
+    def on_run_start(
+        cls,
+        s: Session,
+        *,
+        job_id: str,
+        requester: str,
+        contract: Any,
+        params: Any,
+        now: datetime | None = None,
+    ) -> DpLedgerEntry | None:
+        """At run start the reservation becomes ``drawn``; a re-run of a failed job (its
+        earlier attempt drawn, now forfeited) reserves anew first.
+
+        Raises:
+            BudgetExceeded: a re-run no longer fits the budget. PolicyRefused: the DP terms.
+        """
+        if cls.charge(params, contract) is None:
+            return None
+        if _open(s, job_id, "reserved") is None:
+            cls._reserve(
+                s, job_id=job_id, requester=requester, contract=contract, params=params, now=now
+            )
+        return mark_drawn(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_release(
+        cls, s: Session, *, job_id: str, now: datetime | None = None
+    ) -> DpLedgerEntry | None:
+        """In the release transaction: ``drawn`` → ``spent`` (idempotent on later fetches)."""
+        return commit_spend(s, job_id=job_id, now=now)
+
+    @classmethod
+    def on_abandon(
+        cls, s: Session, *, job_id: str, now: datetime | None = None
+    ) -> DpLedgerEntry | None:
+        """Rejected / cancelled / expired: an unused reservation is returned, a drawn attempt
+        is forfeited (never refunded)."""
+        return return_reservation(s, job_id=job_id, now=now)
