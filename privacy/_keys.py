@@ -375,13 +375,24 @@ class Keyring:
             for path, what, kek_id in items[:10]
         )
         more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
+        if self.kek_file is not None:
+            repair = (
+                "restore that KEK from the backup of keys/kek.key taken before it was retired, "
+                "into a file of 32 hex chars with mode 0600, and run `govdx keys rotate --kek "
+                "--old-kek FILE` (Keyring.rotate_kek_file(retired=[...])); it re-wraps these "
+                "keys under a new KEK"
+            )
+        else:  # GOVDX_KEK_HEX or another KMS: the CLI cannot rotate a KEK it does not keep
+            repair = (
+                "this deployment's KEK is not a key file (GOVDX_KEK_HEX or another KMS): get "
+                "the retired KEK back from the secret store that held it and call "
+                "Keyring.rewrap(<current KMS>, retired=[LocalKms.from_hex(<retired KEK>)]) "
+                "(docs/crypto.md, 'Losing the KEK')"
+            )
         return KeyManagementError(
-            f"{listed}{more}. To repair (修复): restore that KEK from the backup of keys/kek.key "
-            "taken before it was retired, into a file of 32 hex chars with mode 0600, and run "
-            "`govdx keys rotate --kek --old-kek FILE` (Keyring.rotate_kek_file(retired=[...])); "
-            "it re-wraps these keys under a new KEK. Without that KEK these keys and the table "
-            "versions encrypted under them cannot be recovered (密钥无法恢复): re-ingest those "
-            "versions from the landing zone."
+            f"{listed}{more}. To repair (修复): {repair}. Without that KEK these keys and the "
+            "table versions encrypted under them cannot be recovered (密钥无法恢复): re-ingest "
+            "those versions from the landing zone."
         )
 
     def _unwrap_entry(
