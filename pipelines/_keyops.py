@@ -158,3 +158,39 @@ def contract_of(dataset) -> Contract:
     return Contract.from_dict(
         yaml.safe_load(dataset.contract_yaml or ""), path=f"catalog:{dataset.code}"
     )
+
+
+def publication_refusal(session, code: str, *, lakehouse: Lakehouse) -> str | None:
+    """Why catalog entry ``code`` may not be published (发布被拒绝), or None when it may.
+
+    The rule behind ``govdx catalog publish`` and ``POST /api/v1/catalog/datasets/{code}/publish``
+    alike: the entry has a stored version, and that version holds every protected field (sensitive
+    PI, core or important data) as SM4 ciphertext — 100 % encryption coverage (docs/crypto.md).
+
+    Args:
+        session: an open catalog session. code: the entry's code. lakehouse: the tables.
+
+    Returns:
+        the refusal naming the code, the coverage and the plaintext fields; None: publishable.
+
+    Raises:
+        catalog.DatasetNotFound: no such entry.
+    """
+    import catalog
+    from reports import Ratio
+
+    ds = catalog.get_dataset(session=session, code=code)
+    v = catalog.current_version(session=session, code=code)
+    cov = encryption_coverage(
+        contract_of(ds), lakehouse=lakehouse, version=v.delta_version if v else None
+    )
+    if cov.version is None:
+        why = "no stored version (无数据版本)"
+    elif cov.missing:
+        why = (
+            f"encryption coverage {Ratio(len(cov.encrypted), len(cov.protected))} < 100%; "
+            f"plaintext protected fields: {', '.join(cov.missing)}"
+        )
+    else:
+        return None
+    return f"{code}: publication refused (发布被拒绝): {why}"

@@ -41,6 +41,11 @@ def _visible_entry(state: StateDep, code: str, user: Principal) -> crud.Entry:
 def _owned_entry(state: StateDep, code: str, user: Principal) -> crud.Entry:
     state.index.invalidate()  # writes and row reads act on the newest catalog
     entry = state.index.get(code)
+    if not crud.visible(entry, user):  # another department's unpublished entry: as if absent
+        state.sandbox.audit.record(
+            user.name, "catalog.refuse", code, {"reason": "not the owning department"}
+        )
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"catalog entry {code!r} not found")
     if user.department != entry.department:
         state.sandbox.audit.record(
             user.name, "catalog.refuse", code, {"reason": "not the owning department"}
@@ -123,6 +128,20 @@ def _publish(code: str, user: Principal, state: StateDep, session: SessionDep, o
     _owned_entry(state, code, user)
     import catalog
 
+    if on:  # the rule of `govdx catalog publish`: a stored version at 100 % encryption coverage
+        from pipelines import Lakehouse
+        from pipelines._keyops import publication_refusal
+
+        settings = state.settings
+        refusal = publication_refusal(
+            session, code, lakehouse=Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
+        )
+        if refusal:
+            state.sandbox.audit.record(
+                user.name, "catalog.publish.refuse", code, {"reason": refusal}
+            )
+            raise HTTPException(status.HTTP_409_CONFLICT, refusal)
+
     catalog.set_published(session=session, code=code, published=on)
     session.commit()
     state.index.invalidate()
@@ -132,7 +151,8 @@ def _publish(code: str, user: Principal, state: StateDep, session: SessionDep, o
 
 @router.post("/datasets/{code}/publish", summary="Publish an entry (发布)")
 def publish_dataset(code: Code, user: Steward, state: StateDep, session: SessionDep) -> dict:
-    """Publish an entry of the steward's own department; returns the entry."""
+    """Publish an entry of the steward's own department; returns the entry. Refused (409) unless
+    its stored version holds every protected field encrypted (100 % coverage, 加密覆盖率)."""
     return _publish(code, user, state, session, True)
 
 

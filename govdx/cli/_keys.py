@@ -307,15 +307,19 @@ def publish_command(
         fail(exc)
         return
     if not withdraw:
-        [cov] = coverage_rows(settings, code)
-        if cov["version"] is None or cov["missing"]:
-            why = (
-                "no stored version (无数据版本)"
-                if cov["version"] is None
-                else f"encryption coverage {coverage_text(cov)} < 100%; plaintext protected "
-                f"fields: {', '.join(cov['missing'])}"
-            )
-            fail(f"{code}: publication refused (发布被拒绝): {why}")
+        from pipelines import Lakehouse
+        from pipelines._keyops import publication_refusal
+
+        try:
+            with catalog_session(settings) as s:
+                refusal = publication_refusal(
+                    s, code, lakehouse=Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
+                )
+        except GovdxError as exc:
+            fail(exc)
+            return
+        if refusal:
+            fail(refusal)
     try:
         with catalog_session(settings) as s:
             ds = catalog.set_published(session=s, code=code, published=not withdraw)
