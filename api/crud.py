@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -349,11 +350,43 @@ def edit_entry(*, session: Session, code: str, changes: dict[str, Any]) -> Datas
     return catalog.upsert_dataset(session=session, contract=contract)
 
 
+def _inbox_source(path: str, inbox: Path) -> Path:
+    """The absolute source file of an uploaded contract: ``path`` inside the department's inbox.
+
+    An uploaded contract is scheduled for ingestion by the platform, so it may read only from
+    ``<home>/inbox/<DEPT>/`` — never an absolute path, ``~``, ``..`` or a symlink leading out
+    (a steward could otherwise ingest another department's raw file or the key store).
+
+    Raises:
+        ContractError: ``source.path`` names a file outside the inbox (the key is named).
+    """
+    p = Path(path)
+    if p.is_absolute() or path.startswith("~") or ".." in p.parts or not p.parts:
+        raise ContractError(
+            f"{path!r} — an uploaded contract reads from its department's inbox {inbox}/; give "
+            "a path relative to it, e.g. 'tax_2025.csv' (只能读取本部门上传目录)",
+            path="upload",
+            key="source.path",
+        )
+    inbox.mkdir(parents=True, exist_ok=True)
+    resolved = (inbox / p).resolve()
+    if not resolved.is_relative_to(inbox.resolve()):
+        raise ContractError(
+            f"{path!r} leads out of the inbox {inbox}/ (a link?) (只能读取本部门上传目录)",
+            path="upload",
+            key="source.path",
+        )
+    return inbox / p
+
+
 def register_contract(
     *, session: Session, settings: Settings, text: str, department: str
 ) -> tuple[Dataset, bool]:
     """Validate an uploaded contract (YAML text), keep it in ``contracts/<code>.yaml`` of the home
     and register its catalog entry; the caller commits.
+
+    ``source.path`` is relative to the department's inbox ``<home>/inbox/<DEPT>/`` and stored
+    absolute (:func:`_inbox_source`); the stored YAML is the upload re-dumped with that path.
 
     Args:
         text: the contract YAML (UTF-8 text).
@@ -387,6 +420,10 @@ def register_contract(
             f"code: entry {contract.code!r} belongs to {existing.department_code!r} (非本部门目录)",
             status=403,
         )
+    inbox = settings.inbox_dir / department
+    data["source"]["path"] = str(_inbox_source(contract.source.path, inbox))
+    text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+    contract = Contract.from_dict(data, path="upload")
     ds = catalog.upsert_dataset(session=session, contract=contract, contract_yaml=text)
     target = settings.contracts_dir / f"{contract.code}.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)

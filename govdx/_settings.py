@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     def keys_dir(self) -> Path:
         return self.home / "keys"
 
+    @property
+    def inbox_dir(self) -> Path:
+        """``<home>/inbox``: one folder per department code (``inbox/<DEPT>/``) from which
+        contracts uploaded through the API may read their source files (数据上传目录)."""
+        return self.home / "inbox"
+
     def ensure_home(self) -> Path:
         """Create the home folders if missing. Returns the home path."""
         for d in (
@@ -103,6 +109,7 @@ class Settings(BaseSettings):
             self.lakehouse_dir,
             self.quarantine_dir,
             self.staging_dir,
+            self.inbox_dir,
         ):
             d.mkdir(parents=True, exist_ok=True)
         self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -51,11 +51,18 @@ def land(source: Path, *, dataset_code: str, landing_dir: Path, keyring: Keyring
         The :class:`LandedFile`; ``newly_landed`` is False if those bytes were already there.
 
     Raises:
-        SourceError: the source file is missing or unreadable (names the file).
+        SourceError: the source file is missing or unreadable, or lies in the keyring's
+            ``keys_dir`` (names the file).
     """
     source = Path(source)
     if not source.is_file():
         raise SourceError("source file not found (源文件不存在)", file=str(source))
+    if source.resolve().is_relative_to(Path(keyring.keys_dir).resolve()):
+        # never parse the key store as data: its errors would quote key material
+        raise SourceError(
+            "a file of the key store cannot be a data source (密钥文件不可作为数据源)",
+            file=str(source),
+        )
     try:
         digest = sm3_file(source)
         size = source.stat().st_size

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from api_testdata import OPEN_CODE, OWNED, ROLE_USER, password, spec_json
 
 SUBMITTERS = {"requester", "analyst", "steward"}
@@ -61,7 +62,9 @@ class Ctx:
         import catalog
 
         with catalog.session_scope(self.settings.catalog_db_url) as s:
-            return catalog.get_dataset(session=s, code=OWNED).contract_yaml
+            data = yaml.safe_load(catalog.get_dataset(session=s, code=OWNED).contract_yaml)
+        data["source"]["path"] = "tax_payment.csv"  # uploads read from the department's inbox
+        return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
 
 
 def _login(ctx: Ctx, role: str | None) -> Req:

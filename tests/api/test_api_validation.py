@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from api_testdata import OWNED, spec_json
 
 
@@ -97,6 +98,37 @@ def test_contract_upload_checks(client, h) -> None:
         files={"contract": ("c.yaml", b"#" * (300 << 10))},
     )
     assert r.status_code == 413
+
+
+def test_uploaded_contracts_read_only_from_the_departments_inbox(client, h, api_home) -> None:
+    """A steward's contract is ingested by the platform: its source must lie in
+    ``<home>/inbox/<DEPT>/``, or it could read another department's raw file or the key store."""
+    settings, _ = api_home
+    keys = settings.keys_dir / "kek.key"
+    (settings.inbox_dir / "SWJ").mkdir(parents=True, exist_ok=True)
+    (settings.inbox_dir / "SWJ" / "out").symlink_to(settings.keys_dir)
+
+    def upload(path: str):
+        text = (
+            "code: SWJ-8\nname: t8\ntitle: t\ndepartment: {code: SWJ, name: 税务局}\n"
+            f"source: {{path: '{path}', format: csv}}\nshare: {{type: none}}\n"
+            "fields: [{name: a, type: string}]\n"
+        )
+        return client.put(
+            "/api/v1/catalog/contracts",
+            headers=h["swj_steward"],
+            files={"contract": ("c.yaml", text.encode())},
+        )
+
+    for bad in (str(keys), "../keys/kek.key", "~/x.csv", "a/../../keys/kek.key", "out/kek.key"):
+        r = upload(bad)
+        assert r.status_code == 422, (bad, r.text)
+        [err] = r.json()["detail"]
+        assert err["loc"][-2:] == ["source", "path"] and "inbox" in err["msg"], (bad, err)
+    r = upload("2025/tax.csv")
+    assert r.status_code == 200, r.text
+    stored = yaml.safe_load((settings.contracts_dir / "SWJ-8.yaml").read_text(encoding="utf-8"))
+    assert stored["source"]["path"] == str(settings.inbox_dir / "SWJ" / "2025" / "tax.csv")
 
 
 def test_size_limits(client, h) -> None:
