@@ -538,19 +538,23 @@ def authenticate(*, session: Session, name: str, password: str) -> Any | None:
     return user if ok else None
 
 
-def set_password(*, session: Session, name: str, password: str) -> None:
+def set_password(*, session: Session, name: str, password: str, env: str = "development") -> None:
     """Store the Argon2id hash of ``password`` for user ``name``; the caller commits.
 
+    Args:
+        env: the deployment mode (``Settings.env``): ``production`` asks for 12 characters at
+            least, ``development`` 8 (``api.security.MIN_PASSWORD_LENGTH``).
+
     Raises:
-        ApiError(404): no such user. api.security.AuthError: empty or over-long password.
+        ApiError(404): no such user. api.security.AuthError: too short or over-long password.
     """
-    from api.security import hash_password
+    from api.security import MIN_PASSWORD_LENGTH, hash_password
     from sandbox import User
 
     user = session.get(User, name)
     if user is None:
         raise ApiError(f"unknown user {name!r} (用户不存在); see `govdx users list`", status=404)
-    user.password_hash = hash_password(password)
+    user.password_hash = hash_password(password, min_length=MIN_PASSWORD_LENGTH[env])
 
 
 def audit_entries(

@@ -51,14 +51,25 @@ class InvalidToken(AuthError):
     """The bearer token is malformed, expired, wrongly signed or for another audience."""
 
 
-def hash_password(password: str) -> str:
+#: Shortest password accepted (characters), per deployment mode. NIST SP 800-63B §5.1.1.2 asks
+#: for at least 8 characters for a user-chosen memorized secret; production asks for 12.
+MIN_PASSWORD_LENGTH = {"development": 8, "production": 12}
+
+
+def hash_password(password: str, *, min_length: int = MIN_PASSWORD_LENGTH["development"]) -> str:
     """Argon2id PHC hash of ``password`` (argon2-cffi ``PasswordHasher.hash``).
 
+    Args:
+        password: the new password. min_length: shortest accepted (characters).
+
     Raises:
-        AuthError: the password is empty or longer than 1024 characters.
+        AuthError: the password is shorter than ``min_length`` or longer than 1024 characters.
     """
-    if not password or len(password) > 1024:
-        raise AuthError("a password must have 1..1024 characters (口令长度不合法)")
+    if len(password) < min_length or len(password) > 1024:
+        raise AuthError(
+            f"a password must have {min_length}..1024 characters, got {len(password)} "
+            "(口令长度不合法)"
+        )
     return _hasher.hash(password)
 
 

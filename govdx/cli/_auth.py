@@ -26,7 +26,10 @@ def users_passwd_command(
         bool, typer.Option("--password-stdin", help="Read the password from the first stdin line.")
     ] = False,
 ) -> None:
-    """Set the password a user logs in to the HTTP API with (设置接口登录口令)."""
+    """Set the password a user logs in to the HTTP API with (设置接口登录口令).
+
+    At least 8 characters; 12 when GOVDX_ENV=production (NIST SP 800-63B §5.1.1.2).
+    """
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -38,7 +41,7 @@ def users_passwd_command(
         settings = get_settings()
         settings.ensure_home()
         with catalog.session_scope(settings.catalog_db_url) as session:
-            set_password(session=session, name=name, password=password)
+            set_password(session=session, name=name, password=password, env=settings.env)
         from sandbox import Auditor
 
         factory = catalog.open_catalog(settings.catalog_db_url)

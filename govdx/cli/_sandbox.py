@@ -308,10 +308,35 @@ def users_add_command(
     user: UserOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a user."""
-    _run(
-        lambda: _with_box("add_user", name, role, department, actor=_acting(user) or "cli"), as_json
-    )
+    """Add a user (添加用户): by an admin (--user ADMIN or GOVDX_USER).
+
+    Until the first admin exists the operator may add users without --user (bootstrap: the
+    operator's shell account can read this home anyway); afterwards an admin must act, and any
+    acting user must be an admin. Example: govdx users add bank1 --role requester --user admin1
+    """
+
+    def go() -> Any:
+        from sandbox import PermissionDenied
+
+        acting = _acting(user)
+        box = _box()
+        try:
+            if acting:
+                u = box.get_user(acting)
+                if u.role != "admin":
+                    raise PermissionDenied(
+                        f"{u.name!r} is a {u.role}; adding users needs an admin (仅管理员可添加用户)"
+                    )
+            elif any(x["role"] == "admin" for x in box.list_users()):
+                raise PermissionDenied(
+                    "an admin exists: pass --user ADMIN (or set GOVDX_USER) to add users "
+                    "(需由管理员添加用户)"
+                )
+            return box.add_user(name, role, department, actor=acting or "cli")
+        finally:
+            box.close()
+
+    _run(go, as_json)
 
 
 @users_app.command("list")

@@ -27,6 +27,20 @@ def test_password_hash_is_argon2id_and_verifies() -> None:
     assert verify_password("x", "not-a-hash") is False
 
 
+def test_password_length_floor_depends_on_the_deployment_mode() -> None:
+    from api.security import MIN_PASSWORD_LENGTH, AuthError
+
+    with pytest.raises(AuthError, match=r"8\.\.1024 characters, got 1"):
+        hash_password("a")
+    assert hash_password("eight ch").startswith("$argon2id$")
+    floor = MIN_PASSWORD_LENGTH["production"]
+    assert floor == 12
+    with pytest.raises(AuthError, match=r"12\.\.1024 characters, got 11"):
+        hash_password("x" * 11, min_length=floor)
+    with pytest.raises(AuthError, match="got 1025"):
+        hash_password("x" * 1025)
+
+
 def test_jwt_key_file_is_0600_and_stable(tmp_path) -> None:
     k1 = load_or_create_jwt_key(tmp_path / "keys")
     k2 = load_or_create_jwt_key(tmp_path / "keys")

@@ -24,14 +24,26 @@ def registry(settings, tmp_path):
     _, contracts = write_credit_demo(tmp_path / "w", rows=200, seed=3)
     path = next(c for c in contracts if c.name == "enterprise_registry.yaml")
     ingest(path, settings=settings)
+    # the first admin is the operator's bootstrap (no --user); after it an admin adds users
+    assert runner.invoke(app, ["users", "add", "ops", "--role", "admin"]).exit_code == 0
     for args in (
-        ["ops", "--role", "admin"],
         ["scjg", "--role", "steward", "--department", "SCJG"],
         ["swj", "--role", "steward", "--department", "SWJ"],
         ["bank", "--role", "requester", "--department", "BANK"],
     ):
-        assert runner.invoke(app, ["users", "add", *args]).exit_code == 0
+        assert runner.invoke(app, ["users", "add", *args, "--user", "ops"]).exit_code == 0
     return settings
+
+
+def test_only_an_admin_adds_users_once_one_exists(registry):
+    res = runner.invoke(app, ["users", "add", "evil", "--role", "admin", "--user", "bank"])
+    assert res.exit_code == 1 and "'bank' is a requester; adding users needs an admin" in res.output
+    res = runner.invoke(app, ["users", "add", "evil", "--role", "admin"])
+    assert res.exit_code == 1 and "an admin exists: pass --user ADMIN" in res.output
+    res = runner.invoke(app, ["users", "add", "ana", "--role", "analyst", "--user", "ops"])
+    assert res.exit_code == 0, res.output
+    names = {u["name"] for u in json.loads(runner.invoke(app, ["users", "list", "--json"]).output)}
+    assert "ana" in names and "evil" not in names
 
 
 def _plain_ids(settings, version: int) -> list[str]:
@@ -227,7 +239,10 @@ def test_a_dek_under_a_retired_kek_is_explained_and_repaired_with_old_kek(regist
     rotation names the key, the retired KEK and the command that repairs it."""
     from privacy import KeyManagementError, Keyring, LocalKms
 
-    runner.invoke(app, ["users", "add", "admin1", "--role", "admin"])
+    assert (
+        runner.invoke(app, ["users", "add", "admin1", "--role", "admin", "--user", "ops"]).exit_code
+        == 0
+    )
     backup = tmp_path / "kek-backup.key"
     backup.write_text((registry.keys_dir / "kek.key").read_text())
     backup.chmod(0o600)
