@@ -10,6 +10,7 @@ and their messages name users, jobs, dataset codes and keys, never row values.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -762,6 +763,7 @@ class Sandbox:
             time_limit_seconds=policy.time_limit_seconds,
             memory_limit_mb=policy.memory_limit_mb,
         )
+        event = None
         with self.factory.begin() as s:
             if outcome.ok:
                 self._transition(
@@ -779,6 +781,9 @@ class Sandbox:
                         "summary_json": json.dumps(outcome.summary, ensure_ascii=False),
                     },
                 )
+                # the run read the table: a COMPLETE lineage event (downstream of the entry)
+                event = job_lineage_event(job_id, comp.name, dataset_name, version, task.columns)
+                catalog.record_lineage(session=s, event=event)
             else:
                 self._transition(
                     s,
@@ -789,6 +794,8 @@ class Sandbox:
                     outcome.reason,
                     {"reason": outcome.reason, "deadline_at": None},
                 )
+        if event is not None:
+            catalog.LineageEmitter(self.settings.openlineage_url).emit(event)
         if outcome.ok:
             self.audit.record(
                 actor,
@@ -1026,3 +1033,31 @@ def _hook(computation: str, name: str, session: Session, **kwargs: Any) -> None:
     hook = getattr(comp, name, None) if comp is not None else None
     if hook is not None:
         hook(session, **kwargs)
+
+
+#: UUID namespace of sandbox job runs in lineage (OpenLineage run ids are UUIDs; job ids are not)
+_JOB_RUN_NAMESPACE = uuid.UUID("6f1c1b7e-3d2a-5b8e-9c41-0a7d2f6e4b10")
+
+
+def job_lineage_event(
+    job_id: str, computation: str, table: str, version: int, columns: Sequence[str]
+) -> Any:
+    """The OpenLineage COMPLETE event of a succeeded sandbox job (沙箱作业血缘).
+
+    Job ``govdx/sandbox.<computation>``; run id ``uuid5(namespace, job_id)`` (stable per job);
+    input: the lakehouse table at the pinned Delta ``version`` with the columns the worker read;
+    no output dataset (the result goes to the requester, not into the lakehouse), so
+    ``govdx lineage show`` lists the job as downstream of the entry.
+
+    Returns:
+        ``openlineage.client.event_v2.RunEvent``.
+    """
+    return catalog.build_run_event(
+        event_type="COMPLETE",
+        run_id=str(uuid.uuid5(_JOB_RUN_NAMESPACE, job_id)),
+        job_name=f"sandbox.{computation}",
+        inputs=[
+            catalog.table_dataset(table, [(c, "", None) for c in columns], version=str(version))
+        ],
+        outputs=[],
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -23,6 +24,7 @@ from sandbox import (
     parse_job_spec,
 )
 from sandbox._models import new_job_id
+from sandbox._service import _JOB_RUN_NAMESPACE
 
 AGG = {"name": "aggregate", "params": {"group_by": ["district"], "metrics": [{"op": "count"}]}}
 
@@ -126,6 +128,16 @@ def test_unconditional_general_aggregate_is_auto_approved(settings, ids):
     job = box.submit(spec(), user="bank")
     assert job["state"] == "approved"
     assert job["transitions"][-1]["reason"].startswith("auto-approved")
+    # the run that read the table is downstream of the entry in its lineage
+    import catalog
+
+    with box.factory() as s:
+        assert catalog.lineage_graph(session=s, code="SWJ-T001").downstream == []
+    assert box.run(job["id"])["state"] == "succeeded"
+    with box.factory() as s:
+        [edge] = catalog.lineage_graph(session=s, code="SWJ-T001").downstream
+    assert (edge.job_name, edge.name) == ("sandbox.aggregate", None)
+    assert edge.run_id == str(uuid.uuid5(_JOB_RUN_NAMESPACE, job["id"]))
     box.close()
 
 
