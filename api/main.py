@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 import catalog
 import sandbox
@@ -41,7 +42,10 @@ from api.security import AuthError, load_or_create_jwt_key
 from govdx import ContractError, GovdxError, Settings
 
 #: Routes FastAPI adds itself (not ``APIRoute``s): the OpenAPI document and its pages. Public.
-DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+#: Documentation pages and their bundled assets (public, no data)
+DOC_PATHS = frozenset(
+    {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/static-offline-docs"}
+)
 
 API_DESCRIPTION = """\
 govdx HTTP API — 政务数据共享交换, 数据可用不可见.
@@ -175,7 +179,10 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         factory.kw["bind"].dispose()
 
-    app = FastAPI(
+    # FastAPIOffline (fastapi-offline): /docs and /redoc load Swagger UI and ReDoc from assets
+    # bundled in the package (/static-offline-docs), never from a CDN — government networks are
+    # often isolated from the internet
+    app = FastAPIOffline(
         title="govdx API",
         version="0.1.0",
         description=API_DESCRIPTION,
