@@ -529,13 +529,14 @@ def quota_usage(
 # --- reports ----------------------------------------------------------------------------------------
 def authenticate(*, session: Session, name: str, password: str) -> Any | None:
     """The :class:`sandbox.User` ``name`` when ``password`` matches its Argon2id hash, else None
-    (unknown user, no password set, or wrong password all cost one Argon2 verification)."""
+    (unknown user, no password set, wrong password or a disabled account all cost one Argon2
+    verification)."""
     from api.security import verify_password
     from sandbox import User
 
     user = session.get(User, name)
     ok = verify_password(password, user.password_hash if user is not None else None)
-    return user if ok else None
+    return user if ok and user.disabled_at is None else None  # disabled: as a wrong password
 
 
 def set_password(*, session: Session, name: str, password: str, env: str = "development") -> None:

@@ -84,7 +84,8 @@ class AppState:
 
         with self.factory() as s:
             u = s.get(User, name)
-            p = None if u is None else Principal(u.name, u.role, u.department_code)
+            gone = u is None or u.disabled_at is not None  # removed or disabled: no access
+            p = None if gone else Principal(u.name, u.role, u.department_code)
         with self._lock:
             self._users[name] = (now + self.user_ttl_seconds, p)
         return p

@@ -34,7 +34,9 @@ class User(Base):
         name: login name, PK. role: ``steward`` (数据管理员) | ``reviewer`` (审核员) |
             ``requester`` (数据需求方) | ``analyst`` (分析员) | ``admin`` (平台管理员).
         department_code: the user's department (a steward approves jobs on its datasets).
-        password_hash: reserved for the HTTP API (nullable).
+        password_hash: Argon2id hash of the HTTP API password (nullable: none set).
+        disabled_at: when an admin disabled the account (停用), or None; a disabled user can
+            neither log in nor act (migration ``0006_user_disabled``).
     """
 
     __tablename__ = "users"
@@ -44,6 +46,7 @@ class User(Base):
     department_code: Mapped[str | None] = mapped_column(String(32))
     password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 def new_job_id() -> str:

@@ -213,7 +213,35 @@ class Sandbox:
             user = s.get(User, name)
         if user is None:
             raise UserError(f"unknown user {name!r} (用户不存在); see `govdx users list`")
+        if user.disabled_at is not None:
+            raise UserError(
+                f"user {name!r} was disabled at {_iso(user.disabled_at)} (用户已停用); "
+                "an admin can `govdx users enable` it"
+            )
         return user
+
+    def set_disabled(self, name: str, disabled: bool, *, actor: str) -> dict[str, Any]:
+        """Disable (停用) or enable (启用) user ``name``; an admin acts. Audited (``user.disable``
+        / ``user.enable``). A disabled user cannot log in to the API, its tokens are refused, and
+        it cannot act in the CLI; its jobs, approvals and audit entries are kept.
+
+        Raises:
+            UserError: unknown or disabled ``actor``, unknown ``name``.
+            PermissionDenied: ``actor`` is not an admin, or disables itself.
+        """
+        admin = self.get_user(actor)
+        if admin.role != "admin":
+            raise PermissionDenied(f"{admin.name!r} is a {admin.role}; this needs an admin")
+        if disabled and name == admin.name:
+            raise PermissionDenied("an admin cannot disable itself (不能停用自己)")
+        with self.factory.begin() as s:
+            user = s.get(User, name)
+            if user is None:
+                raise UserError(f"unknown user {name!r} (用户不存在); see `govdx users list`")
+            user.disabled_at = self.clock() if disabled else None
+            out = _user_dict(user)
+        self.audit.record(admin.name, "user.disable" if disabled else "user.enable", name, {})
+        return out
 
     # --- helpers --------------------------------------------------------------------------
     def _refuse(
@@ -943,6 +971,7 @@ def _user_dict(u: User) -> dict[str, Any]:
         "role": u.role,
         "department": u.department_code,
         "created_at": _iso(u.created_at),
+        "disabled_at": _iso(u.disabled_at),
     }
 
 

@@ -339,9 +339,32 @@ def users_add_command(
     _run(go, as_json)
 
 
+@users_app.command("disable")
+def users_disable_command(
+    name: Annotated[str, typer.Argument(help="Login name (用户名).")],
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Disable a user (停用用户): no login, its API tokens refused within seconds, no CLI acts;
+    its jobs, approvals and audit entries stay. An admin acts. Example:
+    govdx users disable bank1 --user admin1
+    """
+    _run(lambda: _with_box("set_disabled", name, True, actor=_acting(user)), as_json)
+
+
+@users_app.command("enable")
+def users_enable_command(
+    name: Annotated[str, typer.Argument(help="Login name (用户名).")],
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Enable a disabled user again (启用用户). An admin acts."""
+    _run(lambda: _with_box("set_disabled", name, False, actor=_acting(user)), as_json)
+
+
 @users_app.command("list")
 def users_list_command(as_json: JsonOpt = False) -> None:
-    """All users."""
+    """All users, with the time each was disabled (停用) if it was."""
     if as_json:
         _run(lambda: _with_box("list_users"), True)
         return
@@ -349,9 +372,15 @@ def users_list_command(as_json: JsonOpt = False) -> None:
         users = _with_box("list_users")
     except GovdxError as exc:
         fail(exc)
-    t = Table("name", "role", "department", "created")
+    t = Table("name", "role", "department", "created", "disabled")
     for u in users:
-        t.add_row(u["name"], u["role"], u["department"] or "—", (u["created_at"] or "")[:19])
+        t.add_row(
+            u["name"],
+            u["role"],
+            u["department"] or "—",
+            (u["created_at"] or "")[:19],
+            (u["disabled_at"] or "")[:19] or "—",
+        )
     console.print(t)
 
 

@@ -147,3 +147,34 @@ def test_users_passwd_cli(api_home, monkeypatch) -> None:
     assert verify_password("n3w-pass word", h)
     res = CliRunner().invoke(users_app, ["passwd", "nobody", "--password-stdin"], input="x\n")
     assert res.exit_code == 1 and "unknown user 'nobody'" in res.output
+
+
+def test_a_disabled_user_can_neither_log_in_nor_use_its_token(client, api_home) -> None:
+    """Disabling takes effect on the live server: the old token is refused within the user
+    cache's 5 s, the login is refused like a wrong password; enabling restores both."""
+    import time
+
+    from api_testdata import password
+
+    from sandbox import Sandbox
+
+    settings, _ = api_home
+    name = "analyst1"
+    login = {"username": name, "password": password(name)}
+    token = client.post("/api/v1/auth/token", data=login).json()["access_token"]
+    h = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/catalog/datasets", headers=h).status_code == 200
+    box = Sandbox(settings)
+    try:
+        box.add_user("ops_disable", "admin")
+        box.set_disabled(name, True, actor="ops_disable")
+        deadline = time.monotonic() + 15
+        while client.get("/api/v1/catalog/datasets", headers=h).status_code != 401:
+            assert time.monotonic() < deadline, "token still accepted 15 s after disabling"
+            time.sleep(0.5)
+        r = client.post("/api/v1/auth/token", data=login)
+        assert r.status_code == 401
+    finally:
+        box.set_disabled(name, False, actor="ops_disable")
+        box.close()
+    assert client.post("/api/v1/auth/token", data=login).status_code == 200

@@ -44,6 +44,13 @@ def test_only_an_admin_adds_users_once_one_exists(registry):
     assert res.exit_code == 0, res.output
     names = {u["name"] for u in json.loads(runner.invoke(app, ["users", "list", "--json"]).output)}
     assert "ana" in names and "evil" not in names
+    res = runner.invoke(app, ["users", "disable", "ana", "--user", "bank"])
+    assert res.exit_code == 1 and "this needs an admin" in res.output
+    assert runner.invoke(app, ["users", "disable", "ana", "--user", "ops"]).exit_code == 0
+    users = json.loads(runner.invoke(app, ["users", "list", "--json"]).output)
+    assert [u["disabled_at"] is not None for u in users if u["name"] == "ana"] == [True]
+    res = runner.invoke(app, ["users", "add", "x", "--role", "analyst", "--user", "ana"])
+    assert res.exit_code == 1 and "用户已停用" in res.output  # a disabled user cannot act
 
 
 def _plain_ids(settings, version: int) -> list[str]:

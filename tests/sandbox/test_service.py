@@ -310,3 +310,27 @@ def test_audit_append_retries_a_seq_race_then_names_the_failure(box, monkeypatch
     monkeypatch.setattr(box.audit.chain, "append", always)
     with pytest.raises(SandboxError, match=r"test\.lost on s could not be stored: .*UNIQUE"):
         box.audit.record("t", "test.lost", "s", {})
+
+
+def test_an_admin_disables_and_enables_a_user(box, settings):
+    box.add_user("ops", "admin")
+    with pytest.raises(PermissionDenied, match="'bank' is a requester; this needs an admin"):
+        box.set_disabled("st", True, actor="bank")
+    with pytest.raises(PermissionDenied, match="cannot disable itself"):
+        box.set_disabled("ops", True, actor="ops")
+    out = box.set_disabled("bank", True, actor="ops")
+    assert out["name"] == "bank" and out["disabled_at"] is not None
+    with pytest.raises(UserError, match=r"user 'bank' was disabled at .*用户已停用"):
+        box.get_user("bank")
+    with pytest.raises(UserError, match="用户已停用"):
+        box.submit(spec(), user="bank")
+    assert box.set_disabled("bank", False, actor="ops")["disabled_at"] is None
+    assert box.submit(spec(), user="bank")["state"] == "awaiting_approval"
+    assert [(a, s) for a, act, s in actions(box) if act.startswith("user.")][-2:] == [
+        ("ops", "bank"),
+        ("ops", "bank"),
+    ]
+    assert [act for _, act, _ in actions(box) if act in ("user.disable", "user.enable")] == [
+        "user.disable",
+        "user.enable",
+    ]
