@@ -174,20 +174,30 @@ CREDIT_CODES = ("SCJG-0001", "SWJ-0001", "RSJ-0001")
 
 def publish_credit_entries(settings, *, quiet: bool) -> None:
     """The stewards publish the credit datasets (the sandbox takes jobs on published entries
-    only); publication is refused below 100 % encryption coverage."""
+    only) and every open-data entry in the catalog (open type other than none, so the CKAN and
+    DCAT routes list them); publication is refused below 100 % encryption coverage
+    (``pipelines._keyops.publication_refusal``, the rule of ``govdx catalog publish``)."""
     import catalog
-    from govdx.cli._keys import coverage_rows
+    from pipelines import Lakehouse
+    from pipelines._keyops import publication_refusal
 
-    for code in CREDIT_CODES:
-        [cov] = coverage_rows(settings, code)
-        if cov["missing"]:
-            raise catalog.CatalogError(f"{code}: protected fields in plaintext: {cov['missing']}")
-        with catalog_session(settings) as s:
+    lake = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
+    with catalog_session(settings) as s:
+        open_codes = sorted(
+            ds.code
+            for ds in catalog.list_datasets(session=s)
+            if ds.open_type != "none" and ds.code not in CREDIT_CODES
+        )
+        for code in (*CREDIT_CODES, *open_codes):
+            refusal = publication_refusal(s, code, lakehouse=lake)
+            if refusal:
+                raise catalog.CatalogError(refusal)
             catalog.set_published(session=s, code=code, published=True)
     if not quiet:
         console.print(
             f"[bold]catalog[/] stewards publish {', '.join(CREDIT_CODES)} "
             "(encryption coverage 100 %)"
+            + (f" and {len(open_codes)} open-data entries (开放目录)" if open_codes else "")
         )
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import catalog
+from govdx import Settings
 from govdx.demo import write_credit_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -135,3 +137,10 @@ def test_demo_end_to_end_small(tmp_path):
     assert psi["state"] == "succeeded" and 0 < psi["cardinality"] <= psi["applicants"]
     dp = out["sandbox"]["dp"]
     assert dp["epsilon"] == "1/2" and dp["districts"] > 0
+    # the stewards published the credit entries and every open-data entry (CKAN lists them)
+    with catalog.session_scope(Settings(home=home).catalog_db_url) as s:
+        entries = catalog.list_datasets(session=s)
+    published = {d.code for d in entries if d.published}
+    open_codes = {d.code for d in entries if d.open_type != "none"}
+    assert "TJJ-PUB-0001" in open_codes
+    assert published == {"SCJG-0001", "SWJ-0001", "RSJ-0001"} | open_codes
