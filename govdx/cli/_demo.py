@@ -113,9 +113,13 @@ def sandbox_steps(
             "[bold]sandbox[/] 银税互动: the bank asks how many of its applicants pay "
             "tax here (PSI, cardinality only; 税务局 steward + reviewer approve)"
         )
-    psi = psi_step(settings, files.bank_applicants, workdir=workdir / "bank")
-    steps["psi"] = psi
-    if not quiet:
+    try:
+        psi = psi_step(settings, files.bank_applicants, workdir=workdir / "bank")
+    except GovdxError as exc:
+        steps["psi"] = _skipped(exc, quiet)  # re-raises anything but a spent quota
+    else:
+        steps["psi"] = psi
+    if "skipped" not in steps["psi"] and not quiet:
         console.print(
             f"  job {psi['job_id'][:8]}… {psi['state']}: {psi['cardinality']:,} of the "
             f"bank's {psi['applicants']:,} applicants are taxpayers (交集数量); the bank's "
@@ -128,9 +132,13 @@ def sandbox_steps(
             "[bold]sandbox[/] employees insured per district, released to the "
             "big-data bureau's analyst with differential privacy (ε = 1/2, OpenDP)"
         )
-    dp = demo_dp_step(settings)
-    steps["dp"] = dp
-    if not quiet:
+    try:
+        dp = demo_dp_step(settings)
+    except GovdxError as exc:
+        steps["dp"] = _skipped(exc, quiet)
+    else:
+        steps["dp"] = dp
+    if "skipped" not in steps["dp"] and not quiet:
         console.print(
             f"  job {dp['job_id'][:8]}…: {dp['districts']} districts, mechanism "
             f"{dp['mechanism']}, noise scale {dp['scale']}, 95% CI ±{float(dp['ci_halfwidth']):.1f}"
@@ -166,6 +174,30 @@ def sandbox_steps(
             f"{pooled['accuracy']:.3f} ({fl['seconds']:.0f}s)"
         )
     return steps
+
+
+def _skipped(exc: GovdxError, quiet: bool) -> dict[str, str]:
+    """A demo step refused because this home's requester has used its daily job/PSI quota or
+    its privacy budget (a demo run again and again in one home): said and skipped, not a
+    failure. Any other error is re-raised.
+
+    Raises:
+        GovdxError: ``exc`` itself, unless it is a spent quota or budget.
+    """
+    from sandbox import BudgetExceeded, PolicyRefused
+
+    spent = isinstance(exc, BudgetExceeded) or (
+        isinstance(exc, PolicyRefused) and exc.reasons and all("quota" in r for r in exc.reasons)
+    )
+    if not spent:
+        raise exc
+    if not quiet:
+        console.print(
+            f"  [yellow]skipped[/]: {exc} — earlier demo runs in this home used it up; the "
+            "limits hold for the demo's users too (run the demo in a fresh GOVDX_HOME)",
+            highlight=False,
+        )
+    return {"skipped": str(exc)}
 
 
 FL_MIN_TAX_ROWS = 20_000
