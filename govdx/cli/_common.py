@@ -14,9 +14,41 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+#: top-level commands that may create a new home (or need none: ``client`` runs on the
+#: requester's side)
+MAY_CREATE_HOME = frozenset({"demo", "ingest", "serve", "users", "client"})
+
+
 def get_settings() -> Settings:
-    """The deployment's settings from ``GOVDX_*`` environment variables."""
-    return Settings()
+    """The deployment's settings from ``GOVDX_*`` environment variables.
+
+    Inside a command other than those of :data:`MAY_CREATE_HOME`, a home folder that does not
+    exist is refused (exit 1): an unset GOVDX_HOME is ./var of the current directory, and a
+    command run from elsewhere would otherwise start a new, empty deployment there (new keys
+    included) without a word.
+    """
+    import os
+
+    import click
+
+    settings = Settings()
+    ctx = click.get_current_context(silent=True)
+    words = ctx.command_path.split() if ctx is not None else []
+    top = words[1] if len(words) > 1 else ""
+    if (
+        ctx is not None
+        and top not in MAY_CREATE_HOME
+        and not settings.catalog_url
+        and not settings.home.exists()
+    ):
+        unset = "GOVDX_HOME" not in os.environ
+        fail(
+            f"no govdx home at {settings.home}"
+            + (" (GOVDX_HOME is unset, so it is ./var of the current directory)" if unset else "")
+            + ": set GOVDX_HOME to your deployment's home, or create one with `govdx demo` or "
+            "`govdx ingest CONTRACT` (部署目录不存在)"
+        )
+    return settings
 
 
 def catalog_session(settings: Settings):

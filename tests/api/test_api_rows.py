@@ -51,7 +51,10 @@ def test_rows_route_refuses_every_non_owner(ctx, tokens, code) -> None:
             f"/api/v1/catalog/datasets/{code}/rows",
             headers={"Authorization": f"Bearer {tokens[name]}"},
         )
-        assert r.status_code == 403, (name, r.text)
+        # RSJ-0001 is unpublished: to stewards of other departments it does not exist (404);
+        # other roles are refused by the route's role rule first (403)
+        hidden = code == "RSJ-0001" and name.endswith("_steward")
+        assert r.status_code == (404 if hidden else 403), (name, r.text)
     assert ctx.client.get(f"/api/v1/catalog/datasets/{code}/rows").status_code == 401
 
 

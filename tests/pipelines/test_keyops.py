@@ -427,3 +427,19 @@ def _register_version0(settings, contract, *, digest: str, source_name: str) -> 
             source_bytes=1,
             run_id=catalog.new_run_id(),
         )
+
+
+def test_commands_refuse_a_home_that_does_not_exist(tmp_path, monkeypatch):
+    """An unset GOVDX_HOME is ./var of the current directory: from elsewhere a command must not
+    start a new deployment there (new keys included) without a word."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GOVDX_HOME", raising=False)
+    monkeypatch.delenv("GOVDX_CATALOG_URL", raising=False)
+    for args in (["catalog", "list"], ["sandbox", "list", "--user", "bank"], ["audit", "verify"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1, (args, res.output)
+        assert f"no govdx home at {tmp_path / 'var'} (GOVDX_HOME is unset" in " ".join(
+            res.output.split()
+        )
+    assert not (tmp_path / "var").exists()
+    assert runner.invoke(app, ["catalog", "list", "--help"]).exit_code == 0
