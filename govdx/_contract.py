@@ -212,6 +212,12 @@ class ContractField(_Strict):
         return [c for c in (self.title, self.name) if c]
 
 
+#: Catalog-level metadata (目录元数据) of a contract: set by the contract file when an entry is
+#: first registered, owned by the catalog afterwards (``PATCH`` of the entry, a contract upload);
+#: left out of :meth:`Contract.definition_digest`, since it never changes the stored table.
+CATALOG_KEYS = ("title", "summary", "share", "open", "update_cycle", "tags")
+
+
 class Contract(_Strict):
     """A dataset contract. Build with :func:`load_contract` or :meth:`from_dict`.
 
@@ -290,15 +296,28 @@ class Contract(_Strict):
         return p.resolve()
 
     def definition_digest(self) -> str:
-        """SM3 hex digest of the definition, source path excluded (same layout, same fields).
+        """SM3 hex digest (GB/T 32905-2016, 64 lowercase hex) of the data definition.
+
+        Covers what turns a file's bytes into a stored table version: ``code``, ``name``,
+        ``department.code``, the source format and parsing options, ``primary_key``, the
+        fields (type, grade, pi, element, source candidates, ...), quality rules,
+        ``privacy_unit`` and the ``sandbox`` block. Left out: ``source.path`` (same layout,
+        another file), ``base_dir``, ``department.name`` and the catalog-level metadata
+        (目录元数据) that an entry edit (``PATCH`` of the entry) changes without touching the
+        data: title, summary, share, open, update_cycle, tags.
 
         Two contracts with equal digests turn the same bytes into the same table version; a
-        change of a field's grade, type or source layout changes the digest.
+        change of a field's grade, type or source layout changes the digest. The ingest records
+        it in each Delta commit (``govdx.contract_definition``). Tables committed before this
+        narrower digest (govdx ≤ the release that hashed the whole contract) re-ingest once,
+        as one new version, the first time the same bytes are ingested again.
         """
         import hashlib
         import json
 
-        doc = self.model_dump(mode="json", exclude={"base_dir": True, "source": {"path"}})
+        exclude: dict[str, Any] = dict.fromkeys(CATALOG_KEYS, True)
+        exclude.update(base_dir=True, source={"path"}, department={"name"})
+        doc = self.model_dump(mode="json", exclude=exclude)
         canonical = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.new("sm3", canonical.encode("utf-8")).hexdigest()
 

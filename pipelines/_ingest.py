@@ -11,7 +11,11 @@ Guarantees, whatever fails:
   register task's single transaction, after the Delta commit;
 - quarantined rows are kept with their reasons, keyed by lineage run id;
 - a failed run leaves exactly one trace in the catalog: its OpenLineage FAIL event.
-Ingesting the same bytes again is a no-op: no new Delta version, no new catalog version.
+Ingesting the same bytes again under the same data definition
+(:meth:`govdx.Contract.definition_digest`) is a no-op: no new Delta version, no new catalog
+version. An existing catalog entry keeps its catalog metadata (title, summary, share, open,
+update cycle, tags: the catalog owns it once registered); a data-defining change in the
+contract (a field's grade, type, ...) makes the same bytes a new version.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import pyarrow.parquet as pq
 import catalog
 import quality
 from govdx import Contract, Settings, load_contract
+from govdx._contract import CATALOG_KEYS
 from pipelines._cast import cast_table
 from pipelines._errors import IngestError, SourceError
-from pipelines._lakehouse import Lakehouse
+from pipelines._lakehouse import DEFINITION_KEY, DIGEST_KEY, Lakehouse
 from pipelines._land import LandedFile, land, read_landed
 from pipelines._parse import map_columns, read_source
 from pipelines._progress import report
@@ -132,9 +137,20 @@ def record_failure(settings: Settings, contract_path: str, run_id: str, exc: Bas
 def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     """Task 1: emit START, land the raw file, and say whether its bytes are already committed.
 
+    "Already committed" (nothing to do) means: the latest Delta version of the table came from
+    these bytes (``govdx.source_digest``) under the same data definition
+    (``govdx.contract_definition`` = the contract file's :meth:`Contract.definition_digest`),
+    and the catalog's current version is that Delta version. The catalog's registered contract
+    is not consulted: a catalog edit (title, summary, share, ...) never forces a re-ingest,
+    and a contract uploaded with a field regraded makes the next ingest of the same bytes
+    write a new, correctly protected version. A Delta version committed but not registered
+    (a run that failed in between) is not "already committed": the run goes on and the commit
+    task finds that version again, so the register task completes the registration.
+
     Returns:
         ``{"run_id", "landed": LandedFile dict, "already_committed": bool,
-        "current_version": int | None}``.
+        "current_version": int | None}`` (``current_version``: the catalog's current Delta
+        version before this run).
     """
     settings.ensure_home()
     contract = load_contract(contract_path)
@@ -153,41 +169,95 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     )
     with catalog.session_scope(settings.catalog_db_url) as s:
         try:
-            ds = catalog.get_dataset(session=s, code=contract.code)
             current = catalog.current_version(session=s, code=contract.code)
-            registered = ds.contract_yaml
         except catalog.DatasetNotFound:
-            current, registered = None, None
-    same_definition = registered is not None and (
-        registered_definition(registered, contract.code) == contract.definition_digest()
+            current = None
+        current_version = current.delta_version if current is not None else None
+    latest = lakehouse_of(settings).latest_commit(contract.name)
+    latest_version = int(latest["version"]) if latest is not None else None
+    same_bytes = latest is not None and latest.get(DIGEST_KEY) == landed.digest
+    same_definition = latest is not None and (
+        latest.get(DEFINITION_KEY) == contract.definition_digest()
     )
-    already = current is not None and current.source_digest == landed.digest and same_definition
+    registered = current_version is not None and current_version == latest_version
+    already = same_bytes and same_definition and registered
     if already:
         report(
             "land",
-            f"these bytes are already the current version {current.delta_version} "
+            f"these bytes are already the current version {current_version} "
             "under this contract: nothing to do",
         )
-    elif current is not None and current.source_digest == landed.digest:
-        report("land", "same bytes as the current version but the contract changed: re-ingesting")
+    elif same_bytes and not same_definition:
+        report(
+            "land",
+            "same bytes as the latest version but the contract's data definition changed "
+            "(a field's grade, type, ...): re-ingesting (数据定义已变更，重新接入)",
+        )
+    elif same_bytes:
+        report(
+            "land",
+            f"these bytes are committed as Delta version {latest_version} but not registered "
+            "in the catalog: completing the registration (补登记)",
+        )
     return {
         "run_id": run_id,
         "landed": landed.to_dict(),
         "already_committed": already,
-        "current_version": current.delta_version if current else None,
+        "current_version": current_version,
     }
 
 
-def registered_definition(contract_yaml: str, code: str) -> str | None:
-    """Definition digest of a contract as registered in the catalog (None if unreadable)."""
+def registered_contract(contract_yaml: str | None, code: str) -> Contract | None:
+    """The contract as registered in the catalog (``datasets.contract_yaml``), None if unreadable.
+
+    A contract registered by an older govdx that no longer validates counts as absent.
+    """
     import yaml
 
-    try:
-        return Contract.from_dict(
-            yaml.safe_load(contract_yaml), path=f"catalog:{code}"
-        ).definition_digest()
-    except Exception:  # a registered contract from an older govdx: treat as different
+    if not contract_yaml:
         return None
+    try:
+        return Contract.from_dict(yaml.safe_load(contract_yaml), path=f"catalog:{code}")
+    except Exception:  # a registered contract from an older govdx: treat as absent
+        return None
+
+
+def keep_catalog_metadata(
+    contract: Contract, contract_text: str, registered: Contract | None
+) -> tuple[Contract, str]:
+    """The contract to register: the file's, with the entry's catalog metadata kept.
+
+    Args:
+        contract: the contract file, loaded (its ``base_dir`` is kept).
+        contract_text: the file's text (YAML).
+        registered: the contract registered in the catalog, or None for a new entry.
+
+    Returns:
+        ``(contract, contract_yaml)``: the file's contract with :data:`govdx._contract.CATALOG_KEYS` taken from
+        ``registered``, and its YAML (the file's text unchanged when nothing differs, else
+        the merged contract dumped as YAML; comments of the file are then lost).
+
+    Raises:
+        govdx.ContractError: the merged contract does not validate (names the key).
+    """
+    if registered is None:
+        return contract, contract_text
+    kept = {
+        key: getattr(registered, key)
+        for key in CATALOG_KEYS
+        if getattr(registered, key) != getattr(contract, key)
+    }
+    if not kept:
+        return contract, contract_text
+    import yaml
+
+    data = contract.model_dump(mode="json", exclude_none=True)
+    data.update(registered.model_dump(mode="json", exclude_none=True, include=set(kept)))
+    merged = Contract.from_dict(data, path=f"catalog:{contract.code}", base_dir=contract.base_dir)
+    text = yaml.safe_dump(
+        merged.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False
+    )
+    return merged, text
 
 
 def raw_columns_matched(raw: pa.Table, field) -> set[str]:
@@ -394,26 +464,61 @@ def task_register(
     settings: Settings,
     run_id: str,
 ) -> dict:
-    """Task 4: in one catalog transaction, upsert the entry, add the version, record COMPLETE."""
+    """Task 4: in one catalog transaction, upsert the entry, add the version, record COMPLETE.
+
+    The entry is registered from the contract file, but an existing entry keeps its catalog
+    metadata (:data:`govdx._contract.CATALOG_KEYS`: title, summary, share, open, update_cycle, tags): the
+    catalog owns it after the first registration (see :func:`keep_catalog_metadata`).
+
+    A Delta version already registered for this dataset from the same source digest (the
+    commit task found its version again, ``created=False``: a retried or concurrent run) is
+    not added twice: it is made current if it is not, and the run is recorded COMPLETE.
+
+    Returns:
+        ``{"dataset": code, "delta_version": int, "registered": bool}`` (``registered``: a new
+        catalog version was added by this run).
+
+    Raises:
+        catalog.CatalogError: the Delta version is registered from another source digest (a
+            genuine conflict), or the entry's table name is taken by another entry.
+        govdx.ContractError: the contract file is invalid (names the key).
+    """
     path = Path(contract_path)
     contract = load_contract(path)
     with catalog.session_scope(settings.catalog_db_url) as s:
-        dataset = catalog.upsert_dataset(
-            session=s, contract=contract, contract_yaml=path.read_text(encoding="utf-8")
+        try:
+            prior = catalog.get_dataset(session=s, code=contract.code)
+        except catalog.DatasetNotFound:
+            prior = None
+        contract, text = keep_catalog_metadata(
+            contract,
+            path.read_text(encoding="utf-8"),
+            registered_contract(prior.contract_yaml, contract.code) if prior else None,
         )
-        version = catalog.add_version(
-            session=s,
-            dataset=dataset,
-            delta_version=committed["version"],
-            row_count=committed["rows"],
-            quarantined_count=staged["rows_quarantined"],
-            source_digest=landed["digest"],
-            source_name=landed["source_name"],
-            source_bytes=landed["size_bytes"],
-            run_id=run_id,
-        )
-        if staged.get("scores"):
-            quality.record_quality(session=s, dataset_version=version, scores=staged["scores"])
+        dataset = catalog.upsert_dataset(session=s, contract=contract, contract_yaml=text)
+        known = None
+        if prior is not None and not committed.get("created", True):  # found its commit again
+            versions = catalog.list_versions(session=s, code=contract.code)
+            known = next((v for v in versions if v.delta_version == committed["version"]), None)
+        if known is not None and known.source_digest == landed["digest"]:
+            if dataset.current_version_id != known.id:
+                dataset.current_version = known
+            version, added = known, False
+        else:  # a conflicting registration raises CatalogError (版本已登记)
+            version = catalog.add_version(
+                session=s,
+                dataset=dataset,
+                delta_version=committed["version"],
+                row_count=committed["rows"],
+                quarantined_count=staged["rows_quarantined"],
+                source_digest=landed["digest"],
+                source_name=landed["source_name"],
+                source_bytes=landed["size_bytes"],
+                run_id=run_id,
+            )
+            added = True
+            if staged.get("scores"):
+                quality.record_quality(session=s, dataset_version=version, scores=staged["scores"])
         emit_lineage(
             settings,
             contract,
@@ -423,15 +528,27 @@ def task_register(
             digest=landed["digest"],
             session=s,
         )
-        out = {"dataset": contract.code, "delta_version": version.delta_version}
+        out = {
+            "dataset": contract.code,
+            "delta_version": version.delta_version,
+            "registered": added,
+        }
     shutil.rmtree(Path(staged["staged"]).parent, ignore_errors=True)
-    report("register", f"catalog entry {contract.code} now at version {out['delta_version']}")
+    report(
+        "register",
+        f"catalog entry {contract.code} now at version {out['delta_version']}"
+        + ("" if added else " (already registered)"),
+    )
     return out
 
 
 @dataclass
 class IngestOutcome:
-    """What an ingest run did. ``version`` is the dataset's current Delta version afterwards."""
+    """What an ingest run did. ``version`` is the dataset's current Delta version afterwards.
+
+    ``created``: this run committed a new Delta version or registered one in the catalog;
+    False when the bytes were already committed and registered (nothing to do).
+    """
 
     run_id: str
     dataset: str
@@ -488,7 +605,7 @@ def ingest(
         run_id,
         reg["dataset"],
         lf["digest"],
-        created=True,
+        created=committed["created"] or reg["registered"],
         version=reg["delta_version"],
         rows_in=staged["rows_in"],
         rows_committed=committed["rows"],

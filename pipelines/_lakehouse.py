@@ -131,17 +131,20 @@ class Lakehouse:
         last month's file again restores its content as a new version. ``force`` always writes
         (re-encryption under a new key).
 
+        The ingest decides "already committed" from the latest commit's metadata (source digest
+        and ``govdx.contract_definition``), so a commit without ``definition`` whose latest
+        version came from the same ``digest`` (a key rotation re-encrypting that version) carries
+        the latest version's definition over: the data definition is unchanged.
+
         Raises:
             CommitError: the Delta write failed; the previous version is untouched.
         """
-        if not force:
-            latest = self.latest_commit(name)
-            if (
-                latest is not None
-                and latest.get(DIGEST_KEY) == digest
-                and (definition is None or latest.get(DEFINITION_KEY) == definition)
-            ):
+        latest = self.latest_commit(name)
+        if latest is not None and latest.get(DIGEST_KEY) == digest:
+            if not force and (definition is None or latest.get(DEFINITION_KEY) == definition):
                 return CommitResult(name, int(latest["version"]), table.num_rows, created=False)
+            if definition is None:  # a re-encryption of the latest version: same definition
+                definition = latest.get(DEFINITION_KEY)
         meta = {DIGEST_KEY: digest, RUN_KEY: run_id}
         if definition:
             meta[DEFINITION_KEY] = definition
