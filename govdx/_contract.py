@@ -268,6 +268,15 @@ class Contract(_Strict):
                 raise ValueError(f"primary_key: {key!r} is not a field name")
         if self.privacy_unit is not None and self.privacy_unit not in names:
             raise ValueError(f"privacy_unit: {self.privacy_unit!r} is not a field name")
+        protected = [f.name for f in self.fields if f.protected]
+        if self.open.type.value == "unconditional" and protected:
+            # 公共数据开放: data holding sensitive personal information or important / core data
+            # is not opened to all; it may be opened on conditions (有条件开放) or not at all
+            raise ValueError(
+                f"open.type: 'unconditional' (无条件开放) for a dataset with protected fields "
+                f"{protected} (sensitive PI or important/core data); use 'conditional' with "
+                "open.conditions, or 'none'"
+            )
         return self
 
     # --- derived views --------------------------------------------------------------------

@@ -3,6 +3,8 @@ another department's unpublished entry does not exist for a steward (404, not 40
 
 from __future__ import annotations
 
+import json
+
 import yaml
 from api_testdata import OWNED
 
@@ -66,3 +68,13 @@ def test_publish_through_the_api_needs_full_encryption_coverage(client, tokens, 
             )
     r = client.post(f"/api/v1/catalog/datasets/{SCJG}/publish", headers=h)
     assert r.status_code == 200, r.text
+
+
+def test_patch_cannot_open_protected_data_to_all(client, tokens):
+    r = client.patch(
+        f"/api/v1/catalog/datasets/{SCJG}",
+        headers=_h(tokens, "scjg_steward"),
+        json={"open": {"type": "unconditional"}},
+    )
+    assert r.status_code == 422, r.text
+    assert "open.type: 'unconditional' (无条件开放)" in json.dumps(r.json(), ensure_ascii=False)
