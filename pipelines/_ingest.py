@@ -418,7 +418,8 @@ def task_transform(
         from pipelines._errors import QualityGateError
 
         raise QualityGateError(
-            counts["gate_error"],
+            f"{counts['gate_error']}; review the rejects: govdx quarantine show "
+            f"{contract.code} --run {run_id}",
             pass_rate=counts["pass_rate"],
             threshold=contract.quality.min_pass_rate,
             quarantined=counts["rows_quarantined"],

@@ -147,8 +147,12 @@ def test_gate_refuses_a_bad_version_and_the_old_one_stays_current(tmp_path, sett
         for i, line in enumerate(data)
     ]
     files.enterprise_registry.write_text("\n".join(broken) + "\n", encoding="utf-8")
-    with pytest.raises(QualityGateError, match="min_pass_rate"):
+    with pytest.raises(QualityGateError, match="min_pass_rate") as err:
         ingest(contract_path, settings=settings)
+    # the error names the command that shows the refused run's rejects
+    hint = re.search(r"govdx quarantine show SCJG-0001 --run (\S+)$", str(err.value))
+    assert hint is not None, str(err.value)
+    refused_run = hint.group(1)
     with catalog.session_scope(settings.catalog_db_url) as s:
         assert catalog.current_version(session=s, code="SCJG-0001").delta_version == 0
         assert len(catalog.list_versions(session=s, code="SCJG-0001")) == 1
@@ -161,6 +165,20 @@ def test_gate_refuses_a_bad_version_and_the_old_one_stays_current(tmp_path, sett
     already = files.defects["enterprise_registry"]["uscc_bad_check"]
     assert 100 - already <= check.num_rows <= 100 + already
     assert set(check["dimension"].to_pylist()) == {"准确性"}
+    assert set(q["run_id"].to_pylist()) == {refused_run}
+    # the CLI lists that run beside the current one and counts its rejects by rule
+    from typer.testing import CliRunner
+
+    from govdx.cli import app
+
+    res = CliRunner().invoke(app, ["quarantine", "show", "SCJG-0001"])
+    assert res.exit_code == 0 and refused_run in res.output and "--run RUN_ID" in res.output
+    args = ["quarantine", "show", "SCJG-0001", "--run", refused_run, "--json"]
+    res = CliRunner().invoke(app, args)
+    doc = json.loads(res.output)
+    [uscc] = [c for c in doc["by_rule"] if c["rule"] == "uscc.uscc.check_char"]
+    assert (uscc["field"], uscc["count"]) == ("uscc", check.num_rows)
+    assert doc["total"] == q.num_rows and doc["other_runs"][0]["run_id"] == first.run_id
 
 
 def test_cli_report_writes_one_html_file_with_charts(settings, tmp_path):
