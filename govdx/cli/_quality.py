@@ -39,7 +39,10 @@ def report(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Write to this file (html default: quality_report.html)."
+            "--out",
+            "--output",
+            "-o",
+            help="Write to this file (html default: quality_report.html).",
         ),
     ] = None,
 ) -> None:
