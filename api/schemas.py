@@ -8,7 +8,7 @@ models ignore unknown keys, as CKAN does.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,7 +109,9 @@ class DatasetUpdate(_Strict):
     share: ShareUpdate | None = None
     open: OpenUpdate | None = None
     update_cycle: UpdateCycle | None = None
-    tags: list[str] | None = Field(default=None, max_length=50)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=50
+    )
 
 
 class RowsQuery(_Strict):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipelines._lakehouse import Lakehouse
@@ -40,13 +41,23 @@ def build_report(
         now: report time (default: current UTC time).
 
     Raises:
-        ReportDefinitionError: unknown name, or no lakehouse for a report that reads it.
+        ReportDefinitionError: unknown name, an unknown ``department`` code, or no lakehouse
+            for a report that reads it.
         ReportError: the report could not be computed.
     """
     if name not in REPORT_NAMES:
         raise ReportDefinitionError(f"unknown report {name!r} (reports: {', '.join(REPORT_NAMES)})")
     if name in ("duplicate-collection", "security-coverage") and lakehouse is None:
         raise ReportDefinitionError(f"report {name} reads the lakehouse: pass lakehouse=")
+    if department is not None:
+        import catalog
+
+        known = sorted(d.code for d in session.scalars(select(catalog.Department)))
+        if department not in known:  # a typo would otherwise give an empty report
+            raise ReportDefinitionError(
+                f"department {department!r}: no such department in the catalog (部门不存在); "
+                f"known: {', '.join(known) or 'none'}"
+            )
     kw: dict[str, Any] = {
         "session": session,
         "period": period,

@@ -10,11 +10,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.deps import Principal, SessionDep, StateDep, require_role
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+def _known_query_only(request: Request) -> None:
+    """Refuse query parameters the report routes do not take (422 naming them): a misspelt
+    ``departmnet=`` or an unsupported ``dataset=`` would otherwise give a silently wider report."""
+    unknown = sorted(set(request.query_params) - {"period", "department"})
+    if unknown:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {"loc": ["query", k], "msg": "unknown query parameter (period, department only)",
+                 "type": "extra_forbidden"}
+                for k in unknown
+            ],
+        )  # fmt: skip
+
+
+router = APIRouter(
+    prefix="/api/v1/reports", tags=["reports"], dependencies=[Depends(_known_query_only)]
+)
 Analyst = Annotated[Principal, require_role("analyst", "admin")]
 PeriodQ = Annotated[
     str | None, Query(max_length=40, description="FROM..TO, e.g. 2026-01..2026-06 (报告期)")

@@ -159,3 +159,28 @@ def test_submission_rate_limit(client, h) -> None:
         params={"actor": "burst", "action": "job.submit.throttled"},
     )
     assert r.json()["count"] == 1
+
+
+def test_reports_refuse_unknown_parameters_and_departments(client, h) -> None:
+    r = client.get(
+        "/api/v1/reports/sharing-rate",
+        headers=h["analyst1"],
+        params={"dataset": "SWJ-0001", "departmnet": "SWJ"},
+    )
+    assert r.status_code == 422
+    assert [e["loc"] for e in r.json()["detail"]] == [["query", "dataset"], ["query", "departmnet"]]
+    r = client.get(
+        "/api/v1/reports/sharing-rate", headers=h["analyst1"], params={"department": "NOPE"}
+    )
+    assert r.status_code == 422 and "department 'NOPE': no such department" in r.text
+    r = client.get(
+        "/api/v1/reports/sharing-rate", headers=h["analyst1"], params={"department": "SWJ"}
+    )
+    assert r.status_code == 200
+
+
+def test_tags_are_bounded(client, h) -> None:
+    r = client.patch(
+        "/api/v1/catalog/datasets/SWJ-0001", headers=h["swj_steward"], json={"tags": ["x" * 65]}
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-2:] == ["tags", 0]

@@ -205,7 +205,7 @@ def test_definition_digest_ignores_catalog_metadata_only():
         make_contract(title="别名"),
         make_contract(summary="另一个摘要"),
         make_contract(share={"type": "none"}),
-        make_contract(open={"type": "unconditional"}),
+        make_contract(open={"type": "conditional", "conditions": "申请开放"}),
         make_contract(update_cycle="daily"),
         make_contract(tags=["a", "b"]),
         make_contract(department={"code": "SCJG", "name": "另一个名称"}),

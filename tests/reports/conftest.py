@@ -107,7 +107,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 "tjj_test",
                 {"code": "TJJ", "name": "统计局"},
                 {"type": "unconditional"},
-                {"type": "unconditional"},
+                # protected fields are never opened unconditionally (govdx._contract)
+                {"type": "conditional", "conditions": "申请开放"},
             ),
             (
                 "SCJG-T002",
