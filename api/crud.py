@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, selectinload
 import catalog
 from catalog import Dataset, DatasetVersion, LineageEvent
 from govdx import GRADE_ZH, OPEN_TYPE_ZH, SHARE_TYPE_ZH, Contract, ContractError, GovdxRuntimeError
+from govdx._contract import yaml_error_text
 from govdx._settings import Settings
 
 #: Marker put in place of every value of a protected (SM4-encrypted) column on the owner's row
@@ -403,7 +404,7 @@ def register_contract(
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ContractError(f"not valid YAML: {exc}", path="upload") from exc
+        raise ContractError(yaml_error_text(exc), path="upload") from exc
     contract = Contract.from_dict(data, path="upload")
     if contract.department.code != department:
         raise ApiError(

@@ -444,5 +444,16 @@ def load_contract(path: str | Path) -> Contract:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ContractError(f"not valid YAML: {exc}", path=str(p)) from exc
+        raise ContractError(yaml_error_text(exc), path=str(p)) from exc
     return Contract.from_dict(data, path=p, base_dir=p.resolve().parent)
+
+
+def yaml_error_text(exc: Exception) -> str:
+    """One line for a PyYAML error: ``not valid YAML at line L, column C: <problem> (<context>)``
+    (1-based positions from the error's ``problem_mark``), instead of PyYAML's multi-line text
+    that quotes ``<unicode string>``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"not valid YAML{where}: {problem}" + (f" ({context})" if context else "")

@@ -19,3 +19,16 @@ def test_protected_data_is_never_opened_unconditionally():
     plain = contract_dict(open={"type": "unconditional"})
     plain["fields"] = [f for f in plain["fields"] if f["name"] in ("uscc", "ent_name")]
     assert Contract.from_dict(plain).open.type.value == "unconditional"
+
+
+def test_broken_yaml_is_one_line_with_its_position(tmp_path):
+    from govdx import load_contract
+
+    p = tmp_path / "broken.yaml"
+    p.write_text('code: "SCJG-1\nname: x\n', encoding="utf-8")
+    with pytest.raises(ContractError) as err:
+        load_contract(p)
+    assert str(err.value) == (
+        f"{p}: not valid YAML at line 3, column 1: found unexpected end of stream "
+        "(while scanning a quoted scalar)"
+    )
