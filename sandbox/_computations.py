@@ -296,22 +296,51 @@ class Psi(Computation):
         except Exception:
             return None
 
+    @staticmethod
+    def _element_reason(request_element: str, column: str, contract: Contract) -> str | None:
+        """Why a request normalized as ``request_element`` cannot meet ``column``, or None."""
+        from privacy._psi import PSI_ELEMENTS
+
+        try:
+            element = contract.field(column).element
+        except KeyError:
+            return None  # check() names the unknown column
+        element = element if element in PSI_ELEMENTS else "identifier"
+        if request_element == element:
+            return None
+        return (
+            f"inputs.request: the PSI request was normalized as {request_element!r}, column "
+            f"{column!r} is {element!r}; create it with --element {element} (标识类型不符)"
+        )
+
+    @classmethod
+    def check_request_element(
+        cls, params: PsiParams, inputs: dict[str, bytes], contract: Contract
+    ) -> list[str]:
+        """At submit, before two approvers see it: the request's data element (its header)
+        matches the column's, so a request for the wrong identifier type is refused at once
+        rather than failing in the worker after approval. The worker checks again."""
+        from privacy._psi import PsiRequest
+
+        try:
+            request = PsiRequest.from_bytes(inputs["request"])
+        except Exception:  # check_inputs refused it already
+            return []
+        why = cls._element_reason(request.element, params.column, contract)
+        return [why] if why else []
+
     @classmethod
     def run(cls, ctx: RunContext) -> Output:
-        from privacy._psi import PSI_ELEMENTS, PsiRequest, psi_serve
+        from privacy._psi import PsiRequest, psi_serve
 
         p: PsiParams = ctx.params
-        element = ctx.contract.field(p.column).element
-        element = element if element in PSI_ELEMENTS else "identifier"
         request = PsiRequest.from_bytes(ctx.inputs["request"].read_bytes())
         cap = min(p.max_items, ctx.policy.psi_max_items)
         if request.size > cap:
             raise RunError(f"PSI request holds {request.size} items, over the cap of {cap}")
-        if request.element != element:
-            raise RunError(
-                f"PSI request was normalized as {request.element!r}, column {p.column!r} is "
-                f"{element!r}; create it with --element {element}"
-            )
+        why = cls._element_reason(request.element, p.column, ctx.contract)
+        if why:
+            raise RunError(why)
         if request.reveal_intersection and not (p.reveal and ctx.policy.psi_reveal_allowed):
             raise RunError(
                 "PSI request asks to reveal the intersection; the job/policy allows only the cardinality"

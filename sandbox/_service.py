@@ -389,6 +389,8 @@ class Sandbox:
                 ) from exc
         params = spec.params
         reasons = comp.check_inputs(params, inputs)
+        # a request for another identifier type than the column's (psi): refused before approval
+        reasons += getattr(comp, "check_request_element", lambda *_a: [])(params, inputs, contract)
         if reasons:
             raise self._refuse(u.name, subject, PolicyRefused(reasons))
         decision = evaluate_policy(spec, contract, u, usage=usage)

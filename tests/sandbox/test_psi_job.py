@@ -32,9 +32,10 @@ def submit_psi(
     reveal: bool,
     max_items: int = 100,
     dataset: str = "SWJ-T001",
+    element: str = "uscc",
 ):
     session, request = psi.PsiClientSession.create(
-        items, reveal_intersection=reveal, element="uscc"
+        items, reveal_intersection=reveal, element=element
     )
     req = tmp / "req.bin"
     req.write_bytes(request.to_bytes())
@@ -112,6 +113,18 @@ def test_quota_stops_enumeration_over_many_jobs(box, tmp_path, ids):
         submit_psi(box, tmp_path, ids[:2], reveal=False, max_items=1000)
     with pytest.raises(PolicyRefused, match="psi_items_per_day = 5000"):
         submit_psi(box, tmp_path, ids[:2], reveal=False, max_items=1000)
+    assert [e.action for e in box.audit.store.entries()][-1] == "job.refuse"
+
+
+def test_request_for_another_identifier_type_is_refused_before_approval(box, tmp_path, ids):
+    """taxpayer_id holds USCCs: a request normalized as plain identifiers (or resident ids)
+    would never match; it is refused at submit, not in the worker after two approvals."""
+    with pytest.raises(
+        PolicyRefused,
+        match=r"normalized as 'identifier', column 'taxpayer_id' is 'uscc'; create it with "
+        r"--element uscc \(标识类型不符\)",
+    ):
+        submit_psi(box, tmp_path, ids[:20], reveal=False, element="identifier")
     assert [e.action for e in box.audit.store.entries()][-1] == "job.refuse"
 
 
