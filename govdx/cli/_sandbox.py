@@ -336,7 +336,16 @@ def users_add_command(
         finally:
             box.close()
 
-    _run(go, as_json)
+    if as_json:
+        _run(go, True)
+        return
+    try:
+        u = go()
+    except GovdxError as exc:
+        fail(exc)
+        return
+    dept = f", department {u['department']}" if u["department"] else ""
+    console.print(f"user {u['name']!r} added (已添加用户): role {u['role']}{dept}", highlight=False)
 
 
 @users_app.command("disable")

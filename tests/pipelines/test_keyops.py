@@ -41,7 +41,7 @@ def test_only_an_admin_adds_users_once_one_exists(registry):
     res = runner.invoke(app, ["users", "add", "evil", "--role", "admin"])
     assert res.exit_code == 1 and "an admin exists: pass --user ADMIN" in res.output
     res = runner.invoke(app, ["users", "add", "ana", "--role", "analyst", "--user", "ops"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and res.output == "user 'ana' added (已添加用户): role analyst\n"
     names = {u["name"] for u in json.loads(runner.invoke(app, ["users", "list", "--json"]).output)}
     assert "ana" in names and "evil" not in names
     res = runner.invoke(app, ["users", "disable", "ana", "--user", "bank"])
