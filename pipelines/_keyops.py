@@ -142,7 +142,7 @@ def encryption_coverage(
     protected = [f.name for f in contract.protected_fields]
     if version is None:
         return Coverage(contract.code, None, protected, [], protected)
-    schema = lakehouse.read(contract.name, version).schema
+    schema = lakehouse.schema(contract.name, version)  # the footer, not the rows
     enc = [
         f.name
         for f in schema

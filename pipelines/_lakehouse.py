@@ -96,6 +96,23 @@ class Lakehouse:
             raise CommitError(f"table {name!r} has no version {version}: {exc}") from exc
         return _to_arrow(dt)
 
+    def schema(self, name: str, version: int | None = None) -> pa.Schema:
+        """The Arrow schema of the table at ``version`` (latest when None), field metadata
+        included (``govdx.cipher``, ``govdx.key_id``), read from one Parquet footer — not the
+        rows: a version is written in one overwrite, so its files share the schema.
+
+        Raises:
+            CommitError: the table or version does not exist.
+        """
+        try:
+            dt = DeltaTable(self.table_uri(name), version=version)
+        except (TableNotFoundError, DeltaError) as exc:
+            raise CommitError(f"table {name!r} has no version {version}: {exc}") from exc
+        files = dt.file_uris()
+        if not files:
+            return pa.schema(dt.schema().to_arrow())
+        return pq.read_schema(files[0])
+
     def version_of_digest(self, name: str, digest: str) -> int | None:
         """The Delta version committed from the source with SM3 ``digest``, if any."""
         dt = self._open(self.table_uri(name))

@@ -43,3 +43,16 @@ def test_read_missing_version_names_table(lake):
         lake.read("ds", 5)
     assert lake.current_version("ds") is None
     assert lake.read_quarantine("ds") is None
+
+
+def test_schema_is_read_from_the_footer_with_field_metadata(lake):
+    meta = {b"govdx.cipher": b"SM4", b"govdx.key_id": b"k1-abcd"}
+    schema = pa.schema([pa.field("id", pa.binary(), metadata=meta), pa.field("n", pa.int64())])
+    t0 = pa.table({"id": [b"x", b"y"], "n": [1, 2]}, schema=schema)
+    lake.commit("t", t0, digest="a" * 64, run_id="r0")
+    lake.commit("t", pa.table({"n": [3]}), digest="b" * 64, run_id="r1")
+    assert lake.schema("t", 0) == lake.read("t", 0).schema
+    assert lake.schema("t", 0).field("id").metadata == meta
+    assert lake.schema("t").names == ["n"]  # latest
+    with pytest.raises(CommitError, match="'t' has no version 7"):
+        lake.schema("t", 7)
