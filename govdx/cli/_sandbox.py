@@ -117,6 +117,18 @@ def _run(fn, as_json: bool) -> None:
         _out(data, as_json)
 
 
+def _for_people(fn, as_json: bool) -> Any:
+    """With ``--json``: run ``fn``, print its value as JSON (or the error) and exit. Otherwise
+    return ``fn()`` for the caller to print for people; a GovdxError exits 1 with its message."""
+    if as_json:
+        _run(fn, True)
+        raise typer.Exit(0)
+    try:
+        return fn()
+    except GovdxError as exc:
+        fail(exc)
+
+
 @sandbox_app.command("submit")
 def submit_command(
     spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON (作业描述).")],
@@ -161,13 +173,7 @@ def list_command(
     def go() -> Any:
         return _with_box("list_jobs", user=_acting(user), state=state)
 
-    if as_json:
-        _run(go, True)
-        return
-    try:
-        jobs = go()
-    except GovdxError as exc:
-        fail(exc)
+    jobs = _for_people(go, as_json)
     t = Table("id", "state", "requester", "dataset", "version", "computation", "created")
     for j in jobs:
         t.add_row(
@@ -336,14 +342,7 @@ def users_add_command(
         finally:
             box.close()
 
-    if as_json:
-        _run(go, True)
-        return
-    try:
-        u = go()
-    except GovdxError as exc:
-        fail(exc)
-        return
+    u = _for_people(go, as_json)
     dept = f", department {u['department']}" if u["department"] else ""
     console.print(f"user {u['name']!r} added (已添加用户): role {u['role']}{dept}", highlight=False)
 
@@ -374,13 +373,7 @@ def users_enable_command(
 @users_app.command("list")
 def users_list_command(as_json: JsonOpt = False) -> None:
     """All users, with the time each was disabled (停用) if it was."""
-    if as_json:
-        _run(lambda: _with_box("list_users"), True)
-        return
-    try:
-        users = _with_box("list_users")
-    except GovdxError as exc:
-        fail(exc)
+    users = _for_people(lambda: _with_box("list_users"), as_json)
     t = Table("name", "role", "department", "created", "disabled")
     for u in users:
         t.add_row(
@@ -419,13 +412,7 @@ def budget_command(
         finally:
             box.close()
 
-    if as_json:
-        _run(go, True)
-        return
-    try:
-        rows = go()
-    except GovdxError as exc:
-        fail(exc)
+    rows = _for_people(go, as_json)
     if not rows:  # a known requester / dataset (else refused above) that has used no ε yet
         scope = (f" by {requester}" if requester else "") + (f" on {dataset}" if dataset else "")
         console.print(f"no DP budget used yet{scope} (尚未使用差分隐私预算)", highlight=False)
@@ -525,13 +512,7 @@ def he_stock_make_command(
             box.close()
         return {"made": made, "seconds": round(time.monotonic() - started, 1)}
 
-    if as_json:
-        _run(go, True)
-        return
-    try:
-        doc = go()
-    except GovdxError as exc:
-        fail(exc)
+    doc = _for_people(go, as_json)
     for p in doc["made"]:
         console.print(f"made {p['pack_id']} ({p['bits']} bits, {p['count']} obfuscators)")
     console.print(f"{len(doc['made'])} pack(s) in {doc['seconds']} s")
@@ -555,13 +536,7 @@ def he_stock_list_command(
         finally:
             box.close()
 
-    if as_json:
-        _run(go, True)
-        return
-    try:
-        rows = go()
-    except GovdxError as exc:
-        fail(exc)
+    rows = _for_people(go, as_json)
     t = Table("dataset", "pack", "bits", "obfuscators", "MB", "created")
     for r in rows:
         t.add_row(
