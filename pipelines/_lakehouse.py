@@ -79,6 +79,13 @@ class Lakehouse:
         except TableNotFoundError:
             return None
 
+    def _version(self, name: str, version: int | None) -> DeltaTable:
+        """The table at ``version`` (latest when None); CommitError naming both if absent."""
+        try:
+            return DeltaTable(self.table_uri(name), version=version)
+        except (TableNotFoundError, DeltaError) as exc:
+            raise CommitError(f"table {name!r} has no version {version}: {exc}") from exc
+
     def current_version(self, name: str) -> int | None:
         """Latest Delta version of the dataset table, or None if it has none."""
         dt = self._open(self.table_uri(name))
@@ -90,11 +97,7 @@ class Lakehouse:
         Raises:
             CommitError: the table or version does not exist.
         """
-        try:
-            dt = DeltaTable(self.table_uri(name), version=version)
-        except (TableNotFoundError, DeltaError) as exc:
-            raise CommitError(f"table {name!r} has no version {version}: {exc}") from exc
-        return _to_arrow(dt)
+        return _to_arrow(self._version(name, version))
 
     def schema(self, name: str, version: int | None = None) -> pa.Schema:
         """The Arrow schema of the table at ``version`` (latest when None), field metadata
@@ -104,10 +107,7 @@ class Lakehouse:
         Raises:
             CommitError: the table or version does not exist.
         """
-        try:
-            dt = DeltaTable(self.table_uri(name), version=version)
-        except (TableNotFoundError, DeltaError) as exc:
-            raise CommitError(f"table {name!r} has no version {version}: {exc}") from exc
+        dt = self._version(name, version)
         files = dt.file_uris()
         if not files:
             return pa.schema(dt.schema().to_arrow())
