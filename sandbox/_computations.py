@@ -228,6 +228,11 @@ class PsiParams(BaseModel):
     fpr: float = Field(default=1e-9, gt=0, lt=1e-3)
 
 
+#: Buckets a PSI request may use in the sandbox: one (the worker answers one set; bucketing
+#: is for the library's own server, docs/psi.md) — a larger request is refused at submit.
+PSI_MAX_BUCKETS = 1
+
+
 @register_computation
 class Psi(Computation):
     """Private set intersection, server side (隐私求交, 服务端), over one identifier column.
@@ -276,6 +281,11 @@ class Psi(Computation):
             return [
                 "inputs.request: the request asks to reveal the intersection but "
                 "computation.params.reveal is false"
+            ]
+        if request.buckets > PSI_MAX_BUCKETS:
+            return [
+                f"inputs.request: the request uses {request.buckets} buckets; the sandbox answers "
+                f"at most {PSI_MAX_BUCKETS} (make it without --buckets) (分桶数超限)"
             ]
         n = request.size
         if n > params.max_items:
@@ -351,6 +361,7 @@ class Psi(Computation):
             request,
             fpr=p.fpr,
             processes=1,
+            max_buckets=PSI_MAX_BUCKETS,
             # the client cap is enforced above; the server set is the dataset's, not capped
             max_items=max(cap, len(values)),
             allow_reveal=bool(p.reveal and ctx.policy.psi_reveal_allowed),
@@ -392,8 +403,11 @@ _NUMERIC = {"integer", "decimal"}
 @register_computation
 class Aggregate(Computation):
     """Group counts, sums and means (分组统计) with small-group suppression (k-anonymity
-    threshold ``sandbox.min_group_size_k``). Grouping by identifiers or protected fields is
-    refused; min/max are not offered (each is one row's value)."""
+    threshold ``sandbox.min_group_size_k``, counted in distinct privacy units when the contract
+    names ``privacy_unit``, else in rows). Grouping by identifiers or protected fields is
+    refused; a sum or mean over a protected field needs it in ``sandbox.sum_columns``; min/max
+    are not offered (each is one row's value). Exact: a contract that wants only noisy releases
+    allows ``dp_query`` instead (docs/sandbox.md "aggregate")."""
 
     name = "aggregate"
     kind = "aggregate"
@@ -426,6 +440,11 @@ class Aggregate(Computation):
             reasons += r
             if f is not None and f.type.value not in _NUMERIC:
                 reasons.append(f"{key}: {m.op} needs a numeric column, {m.column!r} is {f.type}")
+            elif f is not None and f.protected and m.column not in (policy.sum_columns or []):
+                reasons.append(
+                    f"{key}: {m.op} over the protected field {m.column!r} needs the steward's "
+                    f"consent: list it in sandbox.sum_columns (敏感字段求和需授权)"
+                )
         return reasons
 
     @classmethod
@@ -434,6 +453,9 @@ class Aggregate(Computation):
         for m in params.metrics:
             if m.column and m.column not in cols:
                 cols.append(m.column)
+        unit = contract.privacy_unit  # k counts distinct units (read, never released)
+        if unit and unit not in cols:
+            cols.append(unit)
         return cols
 
     @classmethod
@@ -442,6 +464,10 @@ class Aggregate(Computation):
 
         p: AggregateParams = ctx.params
         table = ctx.table
+        # k counts privacy units (people, enterprises) where the contract names one: ten rows
+        # of one taxpayer are that taxpayer's exact figures, not an aggregate
+        unit = ctx.contract.privacy_unit
+        unit = unit if unit is not None and unit in table.column_names else None
         aggs: list[tuple[Any, ...]] = [([], "count_all")]
         names = ["n"]
         for m in p.metrics:
@@ -449,29 +475,37 @@ class Aggregate(Computation):
                 continue
             aggs.append((m.column, m.op))
             names.append(f"{m.op}_{m.column}")
+        if unit:
+            aggs.append((unit, "count_distinct"))
         if table.num_rows == 0:
             grouped = pa.table({**{c: pa.array([], table[c].type) for c in p.group_by}})
             grouped = grouped.append_column("n", pa.array([], pa.int64()))
+            if unit:
+                grouped = grouped.append_column("units", pa.array([], pa.int64()))
         else:
             out = (
                 table.group_by(p.group_by).aggregate(aggs)
                 if p.group_by
                 else table.group_by([], use_threads=False).aggregate(aggs)
             )
-            rename = {"count_all": "n"}
+            rename = {"count_all": "n", f"{unit}_count_distinct": "units"}
             rename.update(
                 {f"{m.column}_{m.op}": f"{m.op}_{m.column}" for m in p.metrics if m.column}
             )
             out = out.rename_columns([rename.get(c, c) for c in out.column_names])
-            grouped = out.select([*p.group_by, *[n for n in names if n in out.column_names]])
+            keep = [*names, *(["units"] if unit else [])]
+            grouped = out.select([*p.group_by, *[n for n in keep if n in out.column_names]])
         released, suppressed = suppress_small_groups(
-            grouped, count_column="n", k=ctx.policy.min_group_size_k
+            grouped, count_column="units" if unit else "n", k=ctx.policy.min_group_size_k
         )
+        if unit:
+            released = released.drop_columns(["units"])
         released = bound_rows(released, ctx.policy.max_output_rows)
         doc = {
             "columns": released.column_names,
             "rows": [[_json_cell(v) for v in row.values()] for row in released.to_pylist()],
             "k": ctx.policy.min_group_size_k,
+            "k_counts": f"distinct {unit}" if unit else "rows",
             "suppressed_groups": suppressed,
         }
         data = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode("utf-8")

@@ -1015,7 +1015,9 @@ class HeSum(Computation):
 
     @classmethod
     def columns(cls, params: HeSumParams, contract: Contract) -> list[str]:
-        return [*params.group_by, params.value_column]
+        cols = [*params.group_by, params.value_column]
+        unit = contract.privacy_unit  # k counts distinct units (read, never released)
+        return [*cols, unit] if unit and unit not in cols else cols
 
     @classmethod
     def run(cls, ctx: RunContext) -> Output:
@@ -1031,9 +1033,14 @@ def _encrypted_totals(
     k = ctx.policy.min_group_size_k
     pk = PublicKey.from_json(p.public_key)
     table = table.filter(pc.is_valid(table[p.value_column]))
-    if table.num_rows < k:
+    # k counts privacy units (people, enterprises) where the contract names one: a group of
+    # ten rows of one taxpayer is one taxpayer's exact total, not an aggregate
+    unit = _unit_column(ctx.contract, table)
+    size = pc.count_distinct(table[unit]).as_py() if unit else table.num_rows
+    what = f"distinct {unit}" if unit else "rows"
+    if size < k:
         raise RunError(
-            f"cohort of {table.num_rows} rows is under sandbox.min_group_size_k = {k} "
+            f"cohort of {size} {what} is under sandbox.min_group_size_k = {k} "
             "(群体规模低于 k); nothing was encrypted"
         )
     scale = _scale(ctx.contract, p.value_column)
@@ -1042,8 +1049,8 @@ def _encrypted_totals(
         p.value_column,
         _exact(_unexact(table[p.value_column])),
     )
-    counts = _group(exact, p.group_by, None)
-    released = counts.filter(pc.greater_equal(counts["n"], k))
+    counts = _group(exact, p.group_by, None, unit)
+    released = counts.filter(pc.greater_equal(counts["units" if unit else "n"], k))
     suppressed = counts.num_rows - released.num_rows
     released = released.sort_by([(c, "ascending") for c in p.group_by]) if p.group_by else released
     released = released.slice(0, ctx.policy.max_output_rows)
@@ -1073,6 +1080,7 @@ def _encrypted_totals(
         "groups": [list(key) for key in keys],
         "n": released["n"].to_pylist(),
         "k": k,
+        "k_counts": f"distinct {unit}" if unit else "rows",
         "suppressed_groups": suppressed,
         "value_column": p.value_column,
         "scale": scale,
@@ -1095,19 +1103,31 @@ def _encrypted_totals(
     )
 
 
-def _group(table: pa.Table, by: list[str], value: str | None) -> pa.Table:
+def _group(table: pa.Table, by: list[str], value: str | None, unit: str | None = None) -> pa.Table:
+    """Rows ``n`` (and ``s`` = sum of ``value``, ``units`` = distinct ``unit`` values) per group
+    of ``by``: pyarrow.Table[groups × (by..., n[, s][, units])]."""
     aggs: list[tuple[Any, ...]] = [([], "count_all")]
     if value is not None:
         aggs.append((value, "sum"))
+    if unit is not None:
+        aggs.append((unit, "count_distinct"))
     if table.num_rows == 0:
         cols = {c: pa.array([], table[c].type) for c in by}
         cols["n"] = pa.array([], pa.int64())
         if value is not None:
             cols["s"] = pa.array([], table[value].type)
+        if unit is not None:
+            cols["units"] = pa.array([], pa.int64())
         return pa.table(cols)
     out = table.group_by(by, use_threads=False).aggregate(aggs)
-    names = {"count_all": "n", f"{value}_sum": "s"}
+    names = {"count_all": "n", f"{value}_sum": "s", f"{unit}_count_distinct": "units"}
     return out.rename_columns([names.get(c, c) for c in out.column_names])
+
+
+def _unit_column(contract: Contract, table: pa.Table) -> str | None:
+    """The contract's privacy unit when the table holds it (k then counts units, not rows)."""
+    unit = contract.privacy_unit
+    return unit if unit is not None and unit in table.column_names else None
 
 
 def _he_sum_doc(doc: dict[str, Any] | bytes) -> dict[str, Any]:

@@ -88,7 +88,13 @@ def request_command(
         bool, typer.Option("--reveal", help="Ask for the intersection, not only its size.")
     ] = False,
     buckets: Annotated[
-        int, typer.Option("--buckets", min=1, max=16, help="Bucket count (1..16).")
+        int,
+        typer.Option(
+            "--buckets",
+            min=1,
+            max=16,
+            help="Bucket count (1..16); the govdx sandbox answers 1, the default.",
+        ),
     ] = 1,
     as_json: JsonOpt = False,
 ) -> None:

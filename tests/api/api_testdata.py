@@ -118,3 +118,15 @@ def spec_json(column: str = "taxpayer_id", max_items: int = 50, dataset: str = O
         },
         ensure_ascii=False,
     )
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a test server)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

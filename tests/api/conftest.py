@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from api_testdata import ROLE_USER, USERS, password, row_values, seed_home
+from api_testdata import REPO, ROLE_USER, USERS, free_port, password, row_values, seed_home
 
 from govdx import Settings
 
-REPO = Path(__file__).resolve().parents[2]
 SERVER_START_SECONDS = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +30,7 @@ def api_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict]:
 def server(api_home) -> Iterator[str]:
     """Base URL of a live ``uvicorn --factory api.serve:app`` on a free loopback port."""
     settings, _ = api_home
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVDX_")}
     env.update(
         {

@@ -11,8 +11,7 @@ import time
 
 import httpx
 import pytest
-from api_testdata import password
-from conftest import REPO, _free_port
+from api_testdata import REPO, free_port, password
 
 from govdx.cli._serve import proxy_options
 
@@ -26,7 +25,7 @@ def test_proxy_options() -> None:
 
 
 def _serve(settings, *extra: str):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVDX_")}
     env.update(
         {

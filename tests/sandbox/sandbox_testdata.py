@@ -166,6 +166,7 @@ AGG_POLICY = {
         "test_crash",
     ],
     "psi_columns": ["taxpayer_id"],
+    "sum_columns": ["tax_paid"],  # the steward consents to sums over this protected field
     "psi_max_items": 1000,
     "psi_items_per_day": 5000,
     "min_group_size_k": 10,

@@ -778,19 +778,21 @@ def exact_cohort_box(box: Sandbox, settings, ids) -> Sandbox:
 def test_he_cohort_totals_equal_plaintext_over_the_intersection(
     exact_cohort_box, tmp_path, ids, keys
 ):
-    """Without sandbox.dp the sum phase takes no ε and the totals and row counts are exact."""
+    """Without sandbox.dp the sum phase takes no ε and the totals and row counts are exact;
+    k counts taxpayers (the privacy unit), not rows."""
     cohort_box = exact_cohort_box
     pk, sk = keys
     table = he_table(ids)
-    # 14 members in 福田区/南山区 (28 rows), 1 member of 盐田区 (2 rows < k), 6 outsiders
-    members = ids[:14] + ids[-1:]
+    # 10 members in 福田区 and 9 in 南山区 (20 and 18 rows: two tax years each), 1 member of
+    # 盐田区 (2 rows), 6 outsiders: only 福田区 has k = 10 taxpayers
+    members = ids[:19] + ids[-1:]
     mine = members + valid_usccs(6, seed=77)
     offer, job, offered = run_cohort(cohort_box, tmp_path, mine, pk, code=EXACT_CODE, epsilon=None)
     for x in ids:  # the offer holds the department's ids blinded only
         assert x.encode() not in offered
     assert offer["result"]["summary"]["offered"] == 60
     assert job["state"] == "succeeded", job["reason"]
-    assert job["result"]["summary"]["cohort"] == 15
+    assert job["result"]["summary"]["cohort"] == 20
     out = decrypt_he_sum(cohort_box.result(job["id"], user="bank").data, sk)
     expected: dict[str, list[int]] = {}
     for x, d, v in zip(
@@ -802,11 +804,10 @@ def test_he_cohort_totals_equal_plaintext_over_the_intersection(
         if x in members:
             n, s = expected.get(d, [0, 0])
             expected[d] = [n + 1, s + fen(v)]
-    assert expected["盐田区"][0] == 2 and expected["福田区"][0] == 14
-    assert {r[0]: [r[1], r[2]] for r in out["rows"]} == {
-        d: ns for d, ns in expected.items() if ns[0] >= 10
-    }
-    assert out["suppressed_groups"] == 1 and out["dp"] is None
+    assert [expected[d][0] for d in ("福田区", "南山区", "盐田区")] == [20, 18, 2]
+    # 南山区: 18 rows ≥ k but 9 taxpayers < k — suppressed (rows would have released it)
+    assert {r[0]: [r[1], r[2]] for r in out["rows"]} == {"福田区": expected["福田区"]}
+    assert out["suppressed_groups"] == 2 and out["dp"] is None
     assert "epsilon" not in job["result"]["summary"]
     # one sum per offer: refused at submit, and by the worker (the state is gone)
     again_spec = cohort_spec(

@@ -33,9 +33,10 @@ def submit_psi(
     max_items: int = 100,
     dataset: str = "SWJ-T001",
     element: str = "uscc",
+    buckets: int = 1,
 ):
     session, request = psi.PsiClientSession.create(
-        items, reveal_intersection=reveal, element=element
+        items, reveal_intersection=reveal, element=element, buckets=buckets
     )
     req = tmp / "req.bin"
     req.write_bytes(request.to_bytes())
@@ -126,6 +127,13 @@ def test_request_for_another_identifier_type_is_refused_before_approval(box, tmp
     ):
         submit_psi(box, tmp_path, ids[:20], reveal=False, element="identifier")
     assert [e.action for e in box.audit.store.entries()][-1] == "job.refuse"
+
+
+def test_request_with_more_buckets_than_the_sandbox_answers_is_refused_at_submit(
+    box, tmp_path, ids
+):
+    with pytest.raises(PolicyRefused, match=r"uses 4 buckets; the sandbox answers at most 1"):
+        submit_psi(box, tmp_path, ids[:20], reveal=False, buckets=4)
 
 
 def test_malformed_request_is_refused(box, tmp_path):
