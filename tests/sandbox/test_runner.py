@@ -8,8 +8,10 @@ import signal
 import stat
 import threading
 import time
+from decimal import Decimal
 
 import pyarrow as pa
+import pytest
 from sandbox_testdata import AGG_POLICY, publish_dataset, tax_contract, tax_table
 
 from pipelines._lakehouse import Lakehouse
@@ -183,3 +185,49 @@ def test_no_result_contains_values_of_the_dataset(box, settings, ids):
         assert v not in text
     stored = Lakehouse(settings.lakehouse_dir, settings.quarantine_dir).read("tax_test", 0)
     assert stored.schema.field("tax_paid").metadata[b"govdx.key_id"]  # encrypted at rest
+
+
+def test_aggregate_k_counts_taxpayers_not_rows(box, settings, ids):
+    """福田区: 12 rows of 3 taxpayers (4 years each) — at least k = 10 rows but 3 taxpayers, so
+    suppressed; 南山区: 10 taxpayers — released, its exact count and sum."""
+    contract = tax_contract(sandbox=AGG_POLICY, code="SWJ-T009", name="tax_units").model_copy(
+        update={"privacy_unit": "taxpayer_id"}
+    )
+    few, many = ids[:3], ids[3:13]
+    rows = [(x, "福田区", 2020 + y, Decimal("100.00")) for x in few for y in range(4)]
+    rows += [(x, "南山区", 2023, Decimal("7.50")) for x in many]
+    cols = list(zip(*rows, strict=True))
+    table = pa.table(
+        {
+            "taxpayer_id": pa.array(cols[0], pa.string()),
+            "district": pa.array(cols[1], pa.string()),
+            "tax_year": pa.array(cols[2], pa.int64()),
+            "tax_paid": pa.array(cols[3], pa.decimal128(18, 2)),
+        }
+    )
+    publish_dataset(settings, contract, table)
+    comp = {
+        "name": "aggregate",
+        "params": {"group_by": ["district"], "metrics": [{"op": "sum", "column": "tax_paid"}]},
+    }
+    job = box.run(approved(box, comp, dataset="SWJ-T009"))
+    assert job["state"] == "succeeded", job["reason"]
+    doc = json.loads(box.result(job["id"], user="bank").data)
+    assert doc["columns"] == ["district", "n", "sum_tax_paid"]  # the unit count is not released
+    assert doc["rows"] == [["南山区", 10, "75.00"]]
+    assert (doc["suppressed_groups"], doc["k_counts"]) == (1, "distinct taxpayer_id")
+
+
+def test_aggregate_sums_a_protected_field_only_with_the_stewards_consent(box, settings, ids):
+    from sandbox import PolicyRefused
+
+    policy = {k: v for k, v in AGG_POLICY.items() if k != "sum_columns"}
+    publish_dataset(
+        settings, tax_contract(sandbox=policy, code="SWJ-T008", name="tax_nosum"), tax_table(ids)
+    )
+    comp = {
+        "name": "aggregate",
+        "params": {"group_by": ["district"], "metrics": [{"op": "mean", "column": "tax_paid"}]},
+    }
+    with pytest.raises(PolicyRefused, match=r"mean over the protected field 'tax_paid' needs"):
+        approved(box, comp, dataset="SWJ-T008")
