@@ -1134,7 +1134,8 @@ def demo_dp_step(
 
     Returns:
         ``{"job_id", "epsilon", "mechanism", "scale", "ci_halfwidth", "districts",
-        "top_districts": [[code, noisy count, ci_low, ci_high] × 5], "budget": {...}}``.
+        "sample_districts": [[code, noisy count, ci_low, ci_high] × 5] (the first five
+        codes: a fixed choice, not the largest noisy counts), "budget": {...}}``.
 
     Raises:
         sandbox.SandboxError: a refusal (e.g. :class:`sandbox._ledger.BudgetExceeded`) or a
@@ -1171,7 +1172,9 @@ def demo_dp_step(
             spec, requester=analyst, approvers=[steward, reviewer], what="demo DP"
         )
         doc = json.loads(data)
-        rows = sorted(doc["rows"], key=lambda r: -r[1])
+        # a fixed, data-independent choice of cells to show (code order): ranking by noisy
+        # value would pick the cells noise pushed up, and their intervals would overstate them
+        rows = sorted(doc["rows"], key=lambda r: str(r[0]))
         budget = budget_report(box.factory, requester=analyst, dataset=dataset)
         return {
             "job_id": job_id,
@@ -1180,7 +1183,7 @@ def demo_dp_step(
             "scale": doc["noise"][0]["scale"],
             "ci_halfwidth": doc["noise"][0]["ci_halfwidth"],
             "districts": len(rows),
-            "top_districts": rows[:5],
+            "sample_districts": rows[:5],
             "budget": budget[0] if budget else None,
         }
     finally:

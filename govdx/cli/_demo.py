@@ -143,7 +143,12 @@ def sandbox_steps(
             f"  job {dp['job_id'][:8]}…: {dp['districts']} districts, mechanism "
             f"{dp['mechanism']}, noise scale {dp['scale']}, 95% CI ±{float(dp['ci_halfwidth']):.1f}"
         )
-        for code, count, lo, hi in dp["top_districts"][:3]:
+        console.print(
+            "  first district codes (a fixed choice; the largest noisy counts would be the "
+            "cells noise pushed up):",
+            highlight=False,
+        )
+        for code, count, lo, hi in dp["sample_districts"][:3]:
             console.print(
                 f"    {code}: {float(count):.0f} (95% CI {float(lo):.1f} … {float(hi):.1f})",
                 highlight=False,
