@@ -16,6 +16,7 @@ Examples::
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -93,6 +94,13 @@ def _print_job(job: dict[str, Any]) -> None:
         if key in job and job[key] is not None:
             value = f"{job[key]} ({job.get('state_zh')})" if key == "state" else str(job[key])
             t.add_row(key, value)
+    # what approvers judge: every param (filters, group-by, ε, ...) and the real request size
+    for name, value in (job.get("params") or {}).items():
+        if name == "public_key" and isinstance(value, str) and len(value) > 60:
+            value = f"{value[:40]}… ({len(value)} chars)"
+        t.add_row(f"params.{name}", json.dumps(value, ensure_ascii=False, default=str))
+    if job.get("request_items") is not None:
+        t.add_row("request_items", f"{job['request_items']} (distinct items in the request)")
     if job.get("decision"):
         d = job["decision"]
         t.add_row(
@@ -253,12 +261,32 @@ def worker_command(
     interval: Annotated[float, typer.Option("--interval", help="Seconds between passes.")] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """The worker loop: fail lost runs, expire stale jobs, run approved jobs."""
+    """The worker loop: fail lost runs, expire stale jobs, run approved jobs; one line per job
+    it ran (the whole jobs with --json)."""
+
+    def one_pass() -> None:
+        if as_json:
+            _run(lambda: _with_box("work_once"), True)
+            return
+        try:
+            jobs = _with_box("work_once")
+        except GovdxError as exc:
+            fail(exc)
+            return
+        for j in jobs:
+            why = f": {j['reason']}" if j.get("reason") else ""
+            console.print(
+                f"job {j['id']} {j['computation']} on {j['dataset']}: {j['state']}{why}",
+                highlight=False,
+            )
+        if not jobs:
+            console.print("no approved job to run (无待运行作业)")
+
     if once:
-        _run(lambda: _with_box("work_once"), as_json)
+        one_pass()
         return
     while True:  # pragma: no cover - long-running
-        _run(lambda: _with_box("work_once"), as_json)
+        one_pass()
         time.sleep(interval)
 
 

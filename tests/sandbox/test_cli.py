@@ -88,6 +88,10 @@ def test_psi_flow_through_the_cli(home, tmp_path, ids):
         cli("sandbox", "submit", str(tmp_path / "job.yaml"), "--json", user="bank").output
     )
     jid = job["id"]
+    # what an approver sees without --json: the params and the real request size
+    shown = " ".join(cli("sandbox", "show", jid, user="st").output.replace("│", " ").split())
+    assert 'params.column "taxpayer_id"' in shown and "params.max_items 10" in shown
+    assert "request_items 7 (distinct items in the request)" in shown
     res = cli("sandbox", "approve", jid, "--json", user="bank", ok=False)
     assert res.exit_code == 1 and "PermissionDenied" in res.output
     cli("sandbox", "approve", jid, "--json", user="st")
@@ -95,8 +99,10 @@ def test_psi_flow_through_the_cli(home, tmp_path, ids):
         json.loads(cli("sandbox", "approve", jid, "--json", user="rv").output)["state"]
         == "approved"
     )
-    ran = json.loads(cli("sandbox", "worker", "--once", "--json").output)
-    assert [j["state"] for j in ran] == ["succeeded"]
+    line = cli("sandbox", "worker", "--once").output  # one line per job for people
+    assert " ".join(line.split()) == f"job {jid} psi on SWJ-T001: succeeded"
+    assert cli("sandbox", "worker", "--once").output.startswith("no approved job to run")
+    assert json.loads(cli("sandbox", "worker", "--once", "--json").output) == []
     res = cli(
         "sandbox", "result", jid, "--out", str(tmp_path / "resp.bin"), "--json", user="st", ok=False
     )
