@@ -516,7 +516,8 @@ class DpQuery:
                 if b[0] > lo or b[-1] <= hi:
                     reasons.append(
                         f"computation.params.bins: edges must cover the bounds [{lo}, {hi}] "
-                        f"(first ≤ {lo}, last > {hi})"
+                        f"(first ≤ {lo}, last > {hi}: bins are half-open [e_i, e_i+1), so "
+                        f"the last edge must exceed {hi}, e.g. {int(hi) + 1})"
                     )
         elif p.bins is not None:
             reasons.append("computation.params.bins: only a histogram takes bins")
