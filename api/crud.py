@@ -334,21 +334,34 @@ def registered_contract(*, session: Session, code: str) -> Contract:
     return Contract.from_dict(data, path=f"catalog:{code}")
 
 
-def edit_entry(*, session: Session, code: str, changes: dict[str, Any]) -> Dataset:
+def edit_entry(
+    *, session: Session, code: str, changes: dict[str, Any], settings: Settings | None = None
+) -> Dataset:
     """Apply catalog-level ``changes`` (title, summary, share, open, update_cycle, tags) to the
     registered contract of ``code`` and re-register it; the caller commits.
 
     The department, fields and source stay as the contract declares them (change those by
-    uploading a new contract).
+    uploading a new contract). With ``settings``, the scheduled contract
+    ``contracts/<code>.yaml`` (if the home has one) gets the same changes, so a new
+    ``update_cycle`` moves the DAG's schedule and the file agrees with the catalog.
 
     Raises:
         catalog.DatasetNotFound; govdx.ContractError naming the key (e.g. ``share.conditions``).
     """
     current = registered_contract(session=session, code=code)
     data = current.model_dump(mode="json", exclude_none=True)
-    data.update({k: v for k, v in changes.items() if v is not None})
+    edits = {k: v for k, v in changes.items() if v is not None}
+    data.update(edits)
     contract = Contract.from_dict(data, path=f"catalog:{code}")
-    return catalog.upsert_dataset(session=session, contract=contract)
+    ds = catalog.upsert_dataset(session=session, contract=contract)
+    scheduled = settings.contracts_dir / f"{code}.yaml" if settings is not None else None
+    if scheduled is not None and scheduled.is_file() and edits:
+        doc = yaml.safe_load(scheduled.read_text(encoding="utf-8"))
+        doc.update(contract.model_dump(mode="json", exclude_none=True, include=set(edits)))
+        tmp = scheduled.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        tmp.replace(scheduled)
+    return ds
 
 
 def _inbox_source(path: str, inbox: Path) -> Path:

@@ -115,7 +115,12 @@ def edit_dataset(
     """Change title, summary, share/open type and conditions, update cycle or tags of an entry
     of the steward's own department (the registered contract is updated and re-registered)."""
     _owned_entry(state, code, user)
-    crud.edit_entry(session=session, code=code, changes=body.model_dump(exclude_none=True))
+    crud.edit_entry(
+        session=session,
+        code=code,
+        changes=body.model_dump(exclude_none=True),
+        settings=state.settings,
+    )
     session.commit()
     state.index.invalidate()
     state.sandbox.audit.record(

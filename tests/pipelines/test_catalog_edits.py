@@ -310,3 +310,32 @@ def test_key_rotation_keeps_the_definition_so_reingest_stays_a_noop(demo, settin
     again = ingest(path, settings=settings)
     assert (again.created, again.version) == (False, 1)
     assert _lake(settings).current_version(TABLE) == 1
+
+
+def test_entry_edit_also_updates_the_scheduled_contract(demo, settings):
+    """The DAG of an entry reads contracts/<code>.yaml: an edit of update_cycle must move its
+    schedule, and the file must agree with the catalog (a later scheduled run keeps both)."""
+    from pipelines._airflow import SCHEDULES
+
+    _, contracts = demo
+    settings.ensure_home()
+    scheduled = settings.contracts_dir / f"{CODE}.yaml"
+    doc = yaml.safe_load(contracts[TABLE].read_text(encoding="utf-8"))
+    doc["source"]["path"] = str(load_contract(contracts[TABLE]).source_path())  # as installed
+    scheduled.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    before = yaml.safe_load(scheduled.read_text(encoding="utf-8"))
+    ingest(scheduled, settings=settings)
+    with catalog.session_scope(settings.catalog_db_url) as s:
+        crud.edit_entry(
+            session=s,
+            code=CODE,
+            changes={"update_cycle": "daily", "share": {"type": "none"}},
+            settings=settings,
+        )
+    after = yaml.safe_load(scheduled.read_text(encoding="utf-8"))
+    assert before["update_cycle"] != "daily"
+    assert (after["update_cycle"], after["share"]["type"]) == ("daily", "none")
+    assert after["fields"] == before["fields"] and after["source"] == before["source"]
+    assert load_contract(scheduled).update_cycle == "daily" and "daily" in SCHEDULES
+    again = ingest(scheduled, settings=settings)  # the scheduled run: nothing to do, edits kept
+    assert again.created is False and _entry(settings)["share"] == "none"
