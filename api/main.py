@@ -80,6 +80,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sandbox.Refused)
     async def _refused(_: Request, exc: sandbox.Refused) -> JSONResponse:
+        if isinstance(exc, sandbox.InputRefused):  # the client's file: malformed or unfit
+            return _problem(422, exc.reason)
         if isinstance(exc, (sandbox.PermissionDenied, sandbox.PolicyRefused)):
             return _problem(403, exc.reason)
         if isinstance(exc, sandbox.TransitionRefused):

@@ -54,6 +54,7 @@ from sandbox._dp import (
 )
 from sandbox._dp_cache import BoundingCache, BoundingKey, bounded_selection
 from sandbox._errors import (
+    InputRefused,
     JobNotFound,
     JobSpecError,
     PermissionDenied,
@@ -161,6 +162,7 @@ __all__ = [
     "HeStock",
     "HeSum",
     "HeSumParams",
+    "InputRefused",
     "Job",
     "JobNotFound",
     "JobSpec",

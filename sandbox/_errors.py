@@ -75,6 +75,13 @@ class PolicyRefused(Refused):
         super().__init__("; ".join(self.reasons) or "refused by policy (策略拒绝)")
 
 
+class InputRefused(PolicyRefused):
+    """An input file of the job is malformed or does not fit it (输入不合规): a PSI request
+    that does not parse, has more items or buckets than allowed, or was normalized for another
+    identifier type. The API answers 422 (the client's file), other policy refusals 403.
+    """
+
+
 class PermissionDenied(Refused):
     """The acting user may not perform this action on this job (无权操作)."""
 

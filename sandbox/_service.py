@@ -30,6 +30,7 @@ from privacy._digest import sm3_hex
 from sandbox._audit_store import Auditor
 from sandbox._computations import get_computation
 from sandbox._errors import (
+    InputRefused,
     JobNotFound,
     PermissionDenied,
     PolicyRefused,
@@ -392,7 +393,7 @@ class Sandbox:
         # a request for another identifier type than the column's (psi): refused before approval
         reasons += getattr(comp, "check_request_element", lambda *_a: [])(params, inputs, contract)
         if reasons:
-            raise self._refuse(u.name, subject, PolicyRefused(reasons))
+            raise self._refuse(u.name, subject, InputRefused(reasons))
         decision = evaluate_policy(spec, contract, u, usage=usage)
         reasons = list(decision.reasons) if not decision.allowed else []
         items = getattr(comp, "input_items", lambda _inputs: None)(inputs)

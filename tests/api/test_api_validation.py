@@ -63,6 +63,14 @@ def test_body_errors_name_the_key(client, h) -> None:
     )
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "spec", "computation", "params", "max_items"]
+    # a valid spec with a malformed request file: the client's input, so 422 (not a 403 policy)
+    r = client.post(
+        "/api/v1/sandbox/jobs",
+        headers=h["victim"],
+        data={"spec": spec_json()},
+        files={"inputs": ("req.bin", b"GDXP\x01Qgarbage")},
+    )
+    assert r.status_code == 422 and "not a well-formed PSI request" in r.json()["detail"]
 
 
 def test_contract_upload_checks(client, h) -> None:
