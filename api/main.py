@@ -94,9 +94,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sandbox.JobSpecError)
     async def _spec_error(_: Request, exc: sandbox.JobSpecError) -> JSONResponse:
-        msg = str(exc).split(": ", 2)[-1]
-        return _problem(
-            422, [{"loc": _loc(["body", "spec"], exc.key), "msg": msg, "type": "value_error"}]
+        return _problem(  # one entry per offending key, as FastAPI's own validation errors
+            422,
+            [
+                {"loc": _loc(["body", "spec"], key), "msg": msg, "type": "value_error"}
+                for key, msg in exc.errors
+            ],
         )
 
     @app.exception_handler(ContractError)

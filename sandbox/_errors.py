@@ -30,11 +30,20 @@ class JobSpecError(DefinitionError):
     Attributes:
         path: the spec file, when it came from one.
         key: dotted key of the first offending value (``computation.params.max_items``).
+        errors: every offending ``(dotted key, message)`` (the API returns one entry each).
     """
 
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        key: str | None = None,
+        errors: list[tuple[str | None, str]] | None = None,
+    ) -> None:
         self.path = path
         self.key = key
+        self.errors = errors if errors is not None else [(key, message)]
         where = ": ".join(p for p in (path, key) if p)
         super().__init__(f"{where}: {message}" if where else message)
 

@@ -86,24 +86,23 @@ class JobSpec(BaseModel):
 
 
 def _raise(exc: ValidationError, path: str | None, prefix: tuple[str, ...] = ()) -> None:
-    first = exc.errors()[0]
-    loc = (*prefix, *(str(p) for p in first["loc"]))
-    key = ".".join(loc) or None
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = f"unknown key {loc[-1]!r}"
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    others = [
-        ".".join(str(x) for x in e["loc"])
-        + ": "
-        + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-        for e in exc.errors()[1:6]
-    ]
+    def one(e: Any) -> tuple[str | None, str]:
+        loc = (*prefix, *(str(p) for p in e["loc"]))
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"]
+        return ".".join(loc) or None, msg
+
+    errors = [one(e) for e in exc.errors()[:20]]
+    key, msg = errors[0]
+    others = [f"{k}: {m}" for k, m in errors[1:6]]
     if others:  # every reason, not only the first
         more = len(exc.errors()) - 1 - len(others)
         msg += "; also " + "; ".join(others) + (f"; and {more} more" if more else "")
-    raise JobSpecError(msg, path=path, key=key) from exc
+    raise JobSpecError(msg, path=path, key=key, errors=errors) from exc
 
 
 def parse_job_spec(data: Any, *, path: str | Path | None = None) -> JobSpec:

@@ -63,10 +63,18 @@ def test_body_errors_name_the_key(client, h) -> None:
     )
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "spec", "computation", "params", "max_items"]
+    bad["computation"]["params"]["colour"] = "red"  # two errors: one entry each
+    r = client.post(
+        "/api/v1/sandbox/jobs",
+        headers=h["analyst1"],  # another submitter: victim's submission rate stays low
+        data={"spec": json.dumps(bad)},
+        files={"inputs": ("req.bin", b"x")},
+    )
+    assert sorted(e["loc"][-1] for e in r.json()["detail"]) == ["colour", "max_items"]
     # a valid spec with a malformed request file: the client's input, so 422 (not a 403 policy)
     r = client.post(
         "/api/v1/sandbox/jobs",
-        headers=h["victim"],
+        headers=h["analyst1"],
         data={"spec": spec_json()},
         files={"inputs": ("req.bin", b"GDXP\x01Qgarbage")},
     )
