@@ -37,7 +37,7 @@ from govdx._contract import CATALOG_KEYS
 from pipelines._cast import cast_table
 from pipelines._errors import IngestError, SourceError
 from pipelines._lakehouse import DEFINITION_KEY, DIGEST_KEY, Lakehouse
-from pipelines._land import LandedFile, land, read_landed
+from pipelines._land import LandedFile, check_inbox_source, land, read_landed
 from pipelines._parse import map_columns, read_source
 from pipelines._progress import report
 from pipelines._protect import protect, protect_rejects
@@ -154,6 +154,9 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     """
     settings.ensure_home()
     contract = load_contract(contract_path)
+    check_inbox_source(
+        contract.source.path, contract.base_dir, settings.inbox_dir, contract.department.code
+    )
     source = contract.source_path()
     emit_lineage(
         settings, contract, event_type="START", run_id=run_id, source_name=source.name, digest=None

@@ -7,6 +7,7 @@ bytes twice is a no-op and any later step can prove which bytes it read.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +37,37 @@ class LandedFile:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_inbox_source(declared: str | Path, base_dir: Path | None, inbox: Path, dept: str) -> None:
+    """A source named under the home's inbox must resolve inside its own department's folder.
+
+    Uploaded contracts read from ``<home>/inbox/<DEPT>/`` (api.crud checks the path at upload);
+    a symbolic link placed there *after* the upload could still lead to another department's
+    raw file, so every ingest checks again, after resolving links.
+
+    Args:
+        declared: ``source.path`` as the contract declares it. base_dir: the contract's folder
+            (relative paths resolve against it). inbox: ``Settings.inbox_dir``. dept: the
+            contract's ``department.code``.
+
+    Raises:
+        SourceError: the path lies in the inbox but resolves outside ``inbox/<dept>/``.
+    """
+    raw = Path(declared).expanduser()
+    if not raw.is_absolute() and base_dir is not None:
+        raw = Path(base_dir) / raw
+    raw = Path(os.path.abspath(raw))  # normalised, links not followed
+    inbox = Path(os.path.abspath(inbox))
+    if not raw.is_relative_to(inbox):
+        return
+    own = (inbox / dept).resolve()
+    if not raw.resolve().is_relative_to(own):
+        raise SourceError(
+            f"leads out of {inbox / dept}/ (a link to another department's file?); a "
+            "contract reads only its own department's inbox (只能读取本部门上传目录)",
+            file=str(declared),
+        )
 
 
 def land(source: Path, *, dataset_code: str, landing_dir: Path, keyring: Keyring) -> LandedFile:
