@@ -434,6 +434,14 @@ def register_contract(
             f"code: entry {contract.code!r} belongs to {existing.department_code!r} (非本部门目录)",
             status=403,
         )
+    if existing is not None and existing.name != contract.name:
+        # the lakehouse table is named by it: a rename would orphan every stored version
+        raise ContractError(
+            f"{contract.name!r}: entry {contract.code} stores its versions in table "
+            f"{existing.name!r}; a registered entry keeps its table name (表名不可更改)",
+            path="upload",
+            key="name",
+        )
     inbox = settings.inbox_dir / department
     data["source"]["path"] = str(_inbox_source(contract.source.path, inbox))
     text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)

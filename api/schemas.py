@@ -134,11 +134,14 @@ class RowsPublic(BaseModel):
 
 
 class ContractRegistered(BaseModel):
-    """Outcome of a contract upload."""
+    """Outcome of a contract upload. ``unpublished``: why a published entry was withdrawn (its
+    stored version no longer holds every protected field encrypted; the next ingest re-encrypts,
+    then publish again), else None."""
 
     code: str
     created: bool
     entry: dict[str, Any]
+    unpublished: str | None = None
 
 
 # --- sandbox --------------------------------------------------------------------------------

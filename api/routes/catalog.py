@@ -24,6 +24,7 @@ from api.schemas import (
     RowsPublic,
     RowsQuery,
 )
+from govdx import ContractError
 
 router = APIRouter(prefix="/api/v1/catalog", tags=["catalog"])
 
@@ -197,14 +198,40 @@ def upload_contract(
                 }
             ],
         ) from exc
-    ds, created = crud.register_contract(
-        session=session, settings=state.settings, text=text, department=user.department or ""
-    )
+    try:
+        ds, created = crud.register_contract(
+            session=session, settings=state.settings, text=text, department=user.department or ""
+        )
+    except (crud.ApiError, ContractError) as exc:  # refused uploads are audited too
+        session.rollback()
+        state.sandbox.audit.record(
+            user.name, "catalog.refuse", "contract-upload", {"reason": str(exc)[:500]}
+        )
+        raise
     code = ds.code
+    details: dict = {"created": created}
+    if ds.published:  # a regrading the stored version does not meet yet: withdraw until ingest
+        import catalog
+        from pipelines import Lakehouse
+        from pipelines._keyops import publication_refusal
+
+        settings = state.settings
+        session.flush()
+        refusal = publication_refusal(
+            session, code, lakehouse=Lakehouse(settings.lakehouse_dir, settings.quarantine_dir)
+        )
+        if refusal:
+            catalog.set_published(session=session, code=code, published=False)
+            details["unpublished"] = refusal
     session.commit()
     state.index.invalidate()
-    state.sandbox.audit.record(user.name, "catalog.contract", code, {"created": created})
-    return ContractRegistered(code=code, created=created, entry=state.index.get(code).summary)
+    state.sandbox.audit.record(user.name, "catalog.contract", code, details)
+    return ContractRegistered(
+        code=code,
+        created=created,
+        entry=state.index.get(code).summary,
+        unpublished=details.get("unpublished"),
+    )
 
 
 @router.get(
