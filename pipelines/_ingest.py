@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 import catalog
 import quality
-from govdx import Contract, Settings, load_contract
+from govdx import Contract, ContractError, Settings, load_contract
 from govdx._contract import CATALOG_KEYS
 from pipelines._cast import cast_table
 from pipelines._errors import IngestError, SourceError
@@ -157,6 +157,12 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     check_inbox_source(
         contract.source.path, contract.base_dir, settings.inbox_dir, contract.department.code
     )
+    with catalog.session_scope(settings.catalog_db_url) as s:  # before any work: the contract
+        try:  # to register must validate with the catalog's kept metadata (else fail here)
+            prior = catalog.get_dataset(session=s, code=contract.code).contract_yaml
+        except catalog.DatasetNotFound:
+            prior = None
+    keep_catalog_metadata(contract, "", registered_contract(prior, contract.code))
     source = contract.source_path()
     emit_lineage(
         settings, contract, event_type="START", run_id=run_id, source_name=source.name, digest=None
@@ -256,7 +262,17 @@ def keep_catalog_metadata(
 
     data = contract.model_dump(mode="json", exclude_none=True)
     data.update(registered.model_dump(mode="json", exclude_none=True, include=set(kept)))
-    merged = Contract.from_dict(data, path=f"catalog:{contract.code}", base_dir=contract.base_dir)
+    try:
+        merged = Contract.from_dict(
+            data, path=f"catalog:{contract.code}", base_dir=contract.base_dir
+        )
+    except ContractError as exc:
+        raise ContractError(
+            f"{exc} — the catalog's {', '.join(sorted(kept))} (set by an entry edit, which the "
+            f"catalog keeps over the file) no longer fit this contract; edit the entry first "
+            f"(PATCH /api/v1/catalog/datasets/{contract.code}), then ingest again "
+            "(目录元数据与契约冲突)",
+        ) from exc
     text = yaml.safe_dump(
         merged.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False
     )

@@ -14,7 +14,7 @@ import yaml
 
 import catalog
 from api import crud
-from govdx import Contract, Settings, load_contract
+from govdx import Contract, ContractError, Settings, load_contract
 from govdx.demo import write_credit_demo
 from pipelines import Lakehouse, ingest
 from pipelines._ingest import (
@@ -339,3 +339,25 @@ def test_entry_edit_also_updates_the_scheduled_contract(demo, settings):
     assert load_contract(scheduled).update_cycle == "daily" and "daily" in SCHEDULES
     again = ingest(scheduled, settings=settings)  # the scheduled run: nothing to do, edits kept
     assert again.created is False and _entry(settings)["share"] == "none"
+
+
+def test_catalog_metadata_that_no_longer_fits_fails_before_any_work(demo, settings, tmp_path):
+    """The catalog opened an entry with no protected field to all (PATCH); the next contract
+    file regrades a field to protected: the ingest fails at once, saying to edit the entry,
+    and writes no Delta version."""
+    files, contracts = demo
+
+    def all_general(c: dict) -> None:
+        for f in c["fields"]:
+            f["grade"], f["pi"] = "general", "none"
+
+    plain = _contract_copy(
+        tmp_path, contracts[TABLE], files.enterprise_registry, "plain.yaml", all_general
+    )
+    ingest(plain, settings=settings)
+    _edit(settings, {"open": {"type": "unconditional"}})
+    regraded = _contract_copy(tmp_path, contracts[TABLE], files.enterprise_registry, "reg.yaml")
+    with pytest.raises(ContractError, match=r"open\.type: 'unconditional'") as err:
+        ingest(regraded, settings=settings)
+    assert "edit the entry first (PATCH /api/v1/catalog/datasets/SCJG-0001)" in str(err.value)
+    assert _lake(settings).current_version(TABLE) == 0  # nothing committed
