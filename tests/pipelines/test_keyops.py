@@ -44,6 +44,10 @@ def test_only_an_admin_adds_users_once_one_exists(registry):
     assert res.exit_code == 0 and res.output == "user 'ana' added (已添加用户): role analyst\n"
     names = {u["name"] for u in json.loads(runner.invoke(app, ["users", "list", "--json"]).output)}
     assert "ana" in names and "evil" not in names
+    res = runner.invoke(
+        app, ["users", "add", "st2", "--role", "steward", "--department", "scjg", "--user", "ops"]
+    )
+    assert res.exit_code == 1 and "the catalog spells it 'SCJG'" in res.output
     res = runner.invoke(app, ["users", "disable", "ana", "--user", "bank"])
     assert res.exit_code == 1 and "this needs an admin" in res.output
     assert runner.invoke(app, ["users", "disable", "ana", "--user", "ops"]).exit_code == 0
