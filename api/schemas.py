@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 GradeName = Literal["core", "important", "general"]
 ShareTypeName = Literal["unconditional", "conditional", "none"]
@@ -112,6 +112,14 @@ class DatasetUpdate(_Strict):
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=50
     )
+
+    @field_validator("tags")
+    @classmethod
+    def _distinct_tags(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            dup = sorted({t for t in v if v.count(t) > 1})
+            raise ValueError(f"duplicate tag(s) {dup} (标签重复)")
+        return v
 
 
 class RowsQuery(_Strict):

@@ -451,7 +451,25 @@ def task_transform(
         f"{len(contract.protected_fields)} field(s) encrypted with SM4, "
         f"staged {protected.num_rows:,} rows",
     )
+    for name in plaintext_personal_fields(contract):
+        report(
+            "protect",
+            f"warning: field {name!r} holds {contract.field(name).element} (sensitive personal "
+            "information under GB/T 35273) but its contract says pi: none — it is stored in "
+            "plaintext; declare pi: sensitive to encrypt it (敏感个人信息未加密)",
+        )
     return {**counts, "staged": str(stage / "table.parquet")}
+
+
+#: Data elements that are sensitive personal information whatever the contract says (GB/T
+#: 35273-2020 Annex B: identity document numbers, personal phone numbers).
+SENSITIVE_ELEMENTS = ("resident_id", "phone")
+
+
+def plaintext_personal_fields(contract: Contract) -> list[str]:
+    """Fields whose element is sensitive personal information (:data:`SENSITIVE_ELEMENTS`) but
+    that the contract leaves unprotected — stored in plaintext; the ingest warns about each."""
+    return [f.name for f in contract.fields if f.element in SENSITIVE_ELEMENTS and not f.protected]
 
 
 def task_commit(

@@ -170,8 +170,10 @@ def show_command(code: CodeArg, as_json: JsonOpt = False) -> None:
     try:
         with catalog_session(get_settings()) as s:
             ds = catalog.get_dataset(session=s, code=code)
+            summary = catalog.dataset_summary(ds)
+            summary["tags"] = _registered_tags(ds.contract_yaml)
             data: dict[str, Any] = {
-                "dataset": catalog.dataset_summary(ds),
+                "dataset": summary,
                 "versions": [
                     catalog.version_summary(v) for v in catalog.list_versions(session=s, code=code)
                 ],
@@ -192,6 +194,18 @@ def show_command(code: CodeArg, as_json: JsonOpt = False) -> None:
     _print_events(data["lineage_events"])
 
 
+def _registered_tags(contract_yaml: str | None) -> list[str]:
+    """The entry's tags (标签) as registered (the contract's ``tags``; edits through PATCH)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(contract_yaml or "") or {}
+    except yaml.YAMLError:
+        return []
+    tags = doc.get("tags") if isinstance(doc, dict) else None
+    return [str(t) for t in tags] if isinstance(tags, list) else []
+
+
 def _print_entry(d: dict[str, Any]) -> None:
     share = _both(SHARE_TYPE_ZH, d["share"]["type"])
     if d["share"]["conditions"]:
@@ -209,6 +223,7 @@ def _print_entry(d: dict[str, Any]) -> None:
         ("表名 table", d["name"]),
         ("提供方 department", f"{d['department']['name']} ({d['department']['code']})"),
         ("摘要 summary", d["summary"] or "—"),
+        ("标签 tags", ", ".join(d.get("tags") or []) or "—"),
         ("格式 format", d["format"]),
         ("共享类型 share type", share),
         ("开放类型 open type", open_),

@@ -200,3 +200,7 @@ def test_tags_are_bounded(client, h) -> None:
         "/api/v1/catalog/datasets/SWJ-0001", headers=h["swj_steward"], json={"tags": ["x" * 65]}
     )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-2:] == ["tags", 0]
+    r = client.patch(
+        "/api/v1/catalog/datasets/SWJ-0001", headers=h["swj_steward"], json={"tags": ["a", "a"]}
+    )
+    assert r.status_code == 422 and "duplicate tag(s) ['a']" in r.text

@@ -55,7 +55,7 @@ def home(tmp_path, monkeypatch):
     catalog.migrate(settings.catalog_db_url)
     factory = catalog.open_catalog(settings.catalog_db_url)
     with factory.begin() as s:
-        catalog.upsert_dataset(session=s, contract=make_contract())
+        catalog.upsert_dataset(session=s, contract=make_contract(tags=["信易贷", "企业"]))
         catalog.upsert_dataset(
             session=s,
             contract=make_contract(
@@ -124,6 +124,7 @@ def test_show_json(home):
     data = json.loads(result.stdout)
     assert data["dataset"]["code"] == "SCJG-0001"
     assert data["dataset"]["published"] is True
+    assert data["dataset"]["tags"] == ["信易贷", "企业"]
     assert [
         (v["delta_version"], v["row_count"], v["quarantined_count"], v["current"])
         for v in data["versions"]
@@ -144,6 +145,7 @@ def test_show_tables(home):
     out = result.stdout
     for text in (
         "共享类型 share type",
+        "信易贷, 企业",
         "有条件共享 conditional — 共享条件: 用于信贷审批",
         "不予开放 none",
         "legal_rep_id",

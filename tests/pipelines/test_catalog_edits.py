@@ -361,3 +361,27 @@ def test_catalog_metadata_that_no_longer_fits_fails_before_any_work(demo, settin
         ingest(regraded, settings=settings)
     assert "edit the entry first (PATCH /api/v1/catalog/datasets/SCJG-0001)" in str(err.value)
     assert _lake(settings).current_version(TABLE) == 0  # nothing committed
+
+
+def test_an_unprotected_id_number_is_warned_about(demo, settings, tmp_path):
+    """element resident_id with pi: none (and grade general) is the steward's declaration — it
+    is stored in plaintext, and the ingest says so in its progress output."""
+    from pipelines._ingest import plaintext_personal_fields
+
+    files, contracts = demo
+
+    def undeclared(c: dict) -> None:
+        f = next(f for f in c["fields"] if f.get("element") == "resident_id")
+        f["pi"], f["grade"] = "none", "general"
+
+    path = _contract_copy(
+        tmp_path, contracts[TABLE], files.enterprise_registry, "u.yaml", undeclared
+    )
+    assert plaintext_personal_fields(load_contract(path)) == ["legal_rep_id"]
+    assert plaintext_personal_fields(load_contract(contracts[TABLE])) == []
+    messages: list[str] = []
+    with use_reporter(lambda step, msg: messages.append(f"{step}: {msg}")):
+        ingest(path, settings=settings)
+    [warning] = [m for m in messages if "warning" in m]
+    assert warning.startswith("protect: warning: field 'legal_rep_id' holds resident_id")
+    assert "declare pi: sensitive to encrypt it" in warning
