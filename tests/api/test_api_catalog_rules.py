@@ -149,4 +149,8 @@ def test_an_upload_that_leaves_a_protected_field_in_plaintext_withdraws_publicat
                 contract=Contract.from_dict(yaml.safe_load(original), path="test"),
                 contract_yaml=original,
             )
-            catalog.set_published(session=s, code=SCJG, published=True)
+        # republish through the API: the server's catalog index is refreshed with it
+        r = client.post(
+            f"/api/v1/catalog/datasets/{SCJG}/publish", headers=_h(tokens, "scjg_steward")
+        )
+        assert r.status_code == 200, r.text
