@@ -329,9 +329,9 @@ def registered_contract(*, session: Session, code: str) -> Contract:
     Raises:
         catalog.DatasetNotFound, govdx.ContractError.
     """
-    ds = catalog.get_dataset(session=session, code=code)
-    data = yaml.safe_load(ds.contract_yaml or "") or {}
-    return Contract.from_dict(data, path=f"catalog:{code}")
+    from pipelines._keyops import contract_of
+
+    return contract_of(catalog.get_dataset(session=session, code=code))
 
 
 def edit_entry(

@@ -157,12 +157,16 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     check_inbox_source(
         contract.source.path, contract.base_dir, settings.inbox_dir, contract.department.code
     )
-    with catalog.session_scope(settings.catalog_db_url) as s:  # before any work: the contract
-        try:  # to register must validate with the catalog's kept metadata (else fail here)
-            prior = catalog.get_dataset(session=s, code=contract.code).contract_yaml
+    with catalog.session_scope(settings.catalog_db_url) as s:  # one read of the entry
+        try:
+            ds = catalog.get_dataset(session=s, code=contract.code)
         except catalog.DatasetNotFound:
-            prior = None
-    keep_catalog_metadata(contract, "", registered_contract(prior, contract.code))
+            ds = None
+        prior = registered_contract(ds) if ds is not None else None
+        current = catalog.current_version(session=s, code=contract.code) if ds else None
+        current_version = current.delta_version if current is not None else None
+    # before any work: the contract to register must validate with the catalog's kept metadata
+    keep_catalog_metadata(contract, "", prior)
     source = contract.source_path()
     emit_lineage(
         settings, contract, event_type="START", run_id=run_id, source_name=source.name, digest=None
@@ -176,12 +180,6 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
         f"{source.name}: {landed.size_bytes:,} bytes, SM3 {landed.digest[:12]}…"
         + ("" if landed.newly_landed else " (already landed)"),
     )
-    with catalog.session_scope(settings.catalog_db_url) as s:
-        try:
-            current = catalog.current_version(session=s, code=contract.code)
-        except catalog.DatasetNotFound:
-            current = None
-        current_version = current.delta_version if current is not None else None
     latest = lakehouse_of(settings).latest_commit(contract.name)
     latest_version = int(latest["version"]) if latest is not None else None
     same_bytes = latest is not None and latest.get(DIGEST_KEY) == landed.digest
@@ -216,18 +214,17 @@ def task_land(contract_path: str, *, settings: Settings, run_id: str) -> dict:
     }
 
 
-def registered_contract(contract_yaml: str | None, code: str) -> Contract | None:
-    """The contract as registered in the catalog (``datasets.contract_yaml``), None if unreadable.
-
-    A contract registered by an older govdx that no longer validates counts as absent.
-    """
+def registered_contract(dataset: catalog.Dataset) -> Contract | None:
+    """The contract registered with a catalog entry (``pipelines._keyops.contract_of``), or None
+    when it no longer validates (registered by an older govdx: treated as absent, so the file's
+    catalog metadata applies)."""
     import yaml
 
-    if not contract_yaml:
-        return None
+    from pipelines._keyops import contract_of
+
     try:
-        return Contract.from_dict(yaml.safe_load(contract_yaml), path=f"catalog:{code}")
-    except Exception:  # a registered contract from an older govdx: treat as absent
+        return contract_of(dataset)
+    except (ContractError, yaml.YAMLError):
         return None
 
 
@@ -531,7 +528,7 @@ def task_register(
         contract, text = keep_catalog_metadata(
             contract,
             path.read_text(encoding="utf-8"),
-            registered_contract(prior.contract_yaml, contract.code) if prior else None,
+            registered_contract(prior) if prior else None,
         )
         dataset = catalog.upsert_dataset(session=s, contract=contract, contract_yaml=text)
         known = None
