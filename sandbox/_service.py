@@ -148,6 +148,8 @@ class Sandbox:
             raise UserError(f"role {role!r} is not one of {list(ROLES)}")
         if role == "steward" and not department:
             raise UserError("a steward (数据管理员) needs --department, the department it manages")
+        if department is not None:
+            self._check_department_code(department)
         try:
             with self.factory.begin() as s:
                 if s.get(User, name) is not None:
@@ -159,6 +161,48 @@ class Sandbox:
             raise UserError(f"user {name!r} already exists") from exc
         self.audit.record(actor, "user.add", name, {"role": role, "department": department})
         return {"name": name, "role": role, "department": department}
+
+    def add_user_by(
+        self, acting: str | None, name: str, role: str, department: str | None = None
+    ) -> dict[str, Any]:
+        """Create a user on behalf of ``acting`` (the CLI's ``--user``): an admin, or nobody
+        while no admin exists yet (the operator's bootstrap of a new home).
+
+        Raises:
+            PermissionDenied: ``acting`` is not an admin, or none is given once an admin
+                exists. UserError: as :meth:`add_user`; ``acting`` unknown or disabled.
+        """
+        if acting:
+            u = self.get_user(acting)
+            if u.role != "admin":
+                raise PermissionDenied(
+                    f"{u.name!r} is a {u.role}; adding users needs an admin (仅管理员可添加用户)"
+                )
+        else:
+            with self.factory() as s:
+                admin = s.scalars(select(User.name).where(User.role == "admin").limit(1)).first()
+            if admin is not None:
+                raise PermissionDenied(
+                    "an admin exists: pass --user ADMIN (or set GOVDX_USER) to add users "
+                    "(需由管理员添加用户)"
+                )
+        return self.add_user(name, role, department, actor=acting or "cli")
+
+    def _check_department_code(self, code: str) -> None:
+        """Refuse a department code that differs only in case from a catalog department's (a
+        steward of ``swj`` would see none of SWJ's entries); new codes are allowed (a
+        department may get its steward before its first dataset).
+
+        Raises:
+            UserError: naming the catalog's spelling.
+        """
+        with self.factory() as s:
+            known = list(s.scalars(select(catalog.Department.code)))
+        same = [k for k in known if k != code and k.casefold() == code.casefold()]
+        if same and code not in known:
+            raise UserError(
+                f"department {code!r}: the catalog spells it {same[0]!r} (部门代码大小写不符)"
+            )
 
     def ensure_users(
         self, users: list[tuple[str, str, str | None]], *, actor: str = "demo"

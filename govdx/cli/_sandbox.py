@@ -24,7 +24,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import select as sa_select
 
 from govdx import GovdxError
 from govdx.cli._common import console, fail, get_settings, print_json
@@ -331,27 +330,6 @@ def _usage_error(msg: str) -> GovdxError:
     return SandboxError(msg)
 
 
-def _check_department_code(box: Any, code: str) -> None:
-    """Refuse a department code that differs only in case from a catalog department's (a
-    steward of ``swj`` would see none of SWJ's entries); new codes are allowed (a department
-    may get its steward before its first dataset).
-
-    Raises:
-        sandbox.UserError: naming the catalog's spelling.
-    """
-    import catalog
-    from sandbox import UserError
-
-    with box.factory() as s:
-        known = [d.code for d in s.scalars(sa_select(catalog.Department))]
-    if code not in known:
-        same = [k for k in known if k.casefold() == code.casefold()]
-        if same:
-            raise UserError(
-                f"department {code!r}: the catalog spells it {same[0]!r} (部门代码大小写不符)"
-            )
-
-
 @users_app.command("add")
 def users_add_command(
     name: Annotated[str, typer.Argument(help="Login name.")],
@@ -372,27 +350,7 @@ def users_add_command(
     """
 
     def go() -> Any:
-        from sandbox import PermissionDenied
-
-        acting = _acting(user)
-        box = _box()
-        try:
-            if acting:
-                u = box.get_user(acting)
-                if u.role != "admin":
-                    raise PermissionDenied(
-                        f"{u.name!r} is a {u.role}; adding users needs an admin (仅管理员可添加用户)"
-                    )
-            elif any(x["role"] == "admin" for x in box.list_users()):
-                raise PermissionDenied(
-                    "an admin exists: pass --user ADMIN (or set GOVDX_USER) to add users "
-                    "(需由管理员添加用户)"
-                )
-            if department is not None:
-                _check_department_code(box, department)
-            return box.add_user(name, role, department, actor=acting or "cli")
-        finally:
-            box.close()
+        return _with_box("add_user_by", _acting(user), name, role, department)
 
     u = _for_people(go, as_json)
     dept = f", department {u['department']}" if u["department"] else ""
