@@ -386,7 +386,8 @@ def test_end_to_end_release_through_the_worker(box, settings):
     assert doc["noise"][0]["scale"] == 4.0
 
 
-def test_budget_report_and_cli(box, settings, monkeypatch):
+def _bank_reserved_a_third(box, settings) -> None:
+    """The DP dataset published and job j1 of 'bank' holding ε = 1/3 of its budget."""
     publish_dataset(settings, si_contract(dp=DP), crafted())
     with box.factory.begin() as s:
         DpQueryComputation.on_submit(
@@ -396,6 +397,10 @@ def test_budget_report_and_cli(box, settings, monkeypatch):
             contract=si_contract(dp=DP),
             params=_spec("1/3").params,
         )
+
+
+def test_budget_report_and_cli(box, settings, monkeypatch):
+    _bank_reserved_a_third(box, settings)
     [row] = budget_report(box.factory, requester="bank")
     assert (row["epsilon_cap"], row["epsilon_held"], row["epsilon_remaining"]) == (
         "1",
@@ -469,15 +474,7 @@ def test_budget_report_refuses_unknown_names_and_is_empty_for_known_ones(box, se
 
 
 def test_budget_cli_notes_a_known_requester_without_entries(box, settings):
-    publish_dataset(settings, si_contract(dp=DP), crafted())
-    with box.factory.begin() as s:
-        DpQueryComputation.on_submit(
-            s,
-            job_id="j1",
-            requester="bank",
-            contract=si_contract(dp=DP),
-            params=_spec("1/3").params,
-        )
+    _bank_reserved_a_third(box, settings)
     app = _sandbox_cli()
     for args, note in [
         (["--requester", "bank2"], "no DP budget used yet by bank2 (尚未使用差分隐私预算)"),
