@@ -29,7 +29,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from govdx._contract import Contract
-from sandbox._errors import RunError
+from sandbox._errors import QuotaReason, RunError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -203,8 +203,10 @@ def psi_quota_reasons(max_items: int, policy: SandboxPolicy, usage: Usage) -> li
     (``sandbox._service.usage_since``). Empty when it fits."""
     if usage.psi_items + max_items > policy.psi_items_per_day:
         return [
-            f"quota: {usage.psi_items} + {max_items} PSI items in 24 h exceeds "
-            f"sandbox.psi_items_per_day = {policy.psi_items_per_day} (求交配额)"
+            QuotaReason(
+                f"quota: {usage.psi_items} + {max_items} PSI items in 24 h exceeds "
+                f"sandbox.psi_items_per_day = {policy.psi_items_per_day} (求交配额)"
+            )
         ]
     return []
 

@@ -72,6 +72,14 @@ class Refused(SandboxError):
         super().__init__(reason)
 
 
+class QuotaReason(str):
+    """A refusal reason that is a spent quota (配额已用完): the same request may pass later.
+    A ``str`` (shown and stored as text); callers tell it apart with ``isinstance`` — e.g. the
+    demo skips a step whose only reasons are quotas — not by matching the text."""
+
+    __slots__ = ()
+
+
 class PolicyRefused(Refused):
     """The dataset's sandbox policy forbids the job (策略拒绝).
 

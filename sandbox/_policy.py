@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from govdx._contract import SHARE_TYPE_ZH, Contract, Grade, PersonalInfo, ShareType
 from govdx._errors import ContractError
+from sandbox._errors import QuotaReason
 
 if TYPE_CHECKING:
     from sandbox._spec import JobSpec
@@ -232,8 +233,11 @@ def evaluate_policy(
             reasons.extend(comp.check_quota(spec.params, policy, usage))
     if usage is not None and usage.jobs >= policy.quota_jobs_per_day:
         reasons.append(
-            f"quota: {requester.name!r} already submitted {usage.jobs} job(s) on "
-            f"{contract.code} in 24 h (sandbox.quota_jobs_per_day = {policy.quota_jobs_per_day})"
+            QuotaReason(
+                f"quota: {requester.name!r} already submitted {usage.jobs} job(s) on "
+                f"{contract.code} in 24 h (sandbox.quota_jobs_per_day = "
+                f"{policy.quota_jobs_per_day})"
+            )
         )
     if reasons:
         return PolicyDecision(False, reasons, owner=owner, owner_department=owner_dept)

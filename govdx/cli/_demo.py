@@ -189,10 +189,12 @@ def _skipped(exc: GovdxError, quiet: bool) -> dict[str, str]:
     Raises:
         GovdxError: ``exc`` itself, unless it is a spent quota or budget.
     """
-    from sandbox import BudgetExceeded, PolicyRefused
+    from sandbox import BudgetExceeded, PolicyRefused, QuotaReason
 
     spent = isinstance(exc, BudgetExceeded) or (
-        isinstance(exc, PolicyRefused) and exc.reasons and all("quota" in r for r in exc.reasons)
+        isinstance(exc, PolicyRefused)
+        and bool(exc.reasons)
+        and all(isinstance(r, QuotaReason) for r in exc.reasons)
     )
     if not spent:
         raise exc

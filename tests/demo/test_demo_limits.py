@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from govdx.cli._demo import _skipped
-from sandbox import BudgetExceeded, PermissionDenied, PolicyRefused
+from sandbox import BudgetExceeded, PermissionDenied, PolicyRefused, QuotaReason
 
 
 @pytest.mark.parametrize(
     "exc",
     [
         BudgetExceeded(["privacy budget exceeded (隐私预算不足): remaining ε = 0"]),
-        PolicyRefused(["quota: 5 jobs by 'bank_credit' on SWJ-0001 in 24 h"]),
+        PolicyRefused([QuotaReason("quota: 5 jobs by 'bank_credit' on SWJ-0001 in 24 h")]),
     ],
     ids=["budget", "quota"],
 )
@@ -24,11 +24,12 @@ def test_a_spent_limit_skips_the_step_with_its_reason(exc) -> None:
 @pytest.mark.parametrize(
     "exc",
     [
-        PolicyRefused(["quota: 5 jobs in 24 h", "computation 'psi' is not allowed"]),
+        PolicyRefused([QuotaReason("quota: 5 jobs in 24 h"), "computation 'psi' is not allowed"]),
         PolicyRefused(["dataset SWJ-0001 is not published in the catalog"]),
+        PolicyRefused(["a reason that mentions a quota but is not one"]),  # no text matching
         PermissionDenied("quota"),
     ],
-    ids=["quota-and-more", "not-published", "permission"],
+    ids=["quota-and-more", "not-published", "text-only", "permission"],
 )
 def test_other_refusals_still_fail_the_demo(exc) -> None:
     with pytest.raises(type(exc)) as err:

@@ -112,8 +112,9 @@ def test_set_over_the_cap_is_refused(box, tmp_path):
 def test_quota_stops_enumeration_over_many_jobs(box, tmp_path, ids):
     for _ in range(5):  # 5 × 1000 items = psi_items_per_day
         submit_psi(box, tmp_path, ids[:2], reveal=False, max_items=1000)
-    with pytest.raises(PolicyRefused, match="psi_items_per_day = 5000"):
+    with pytest.raises(PolicyRefused, match="psi_items_per_day = 5000") as err:
         submit_psi(box, tmp_path, ids[:2], reveal=False, max_items=1000)
+    assert [type(r).__name__ for r in err.value.reasons] == ["QuotaReason"]
     assert [e.action for e in box.audit.store.entries()][-1] == "job.refuse"
 
 
